@@ -1,0 +1,14 @@
+"""Selection: ``select(features, budget, method=…, seed=…, **params)`` over one registry of selectors."""
+
+from .api import Pool, resolve_budget, select
+from .registry import Picks, get_selector, list_selectors, register_selector
+
+__all__ = [
+    "Picks",
+    "Pool",
+    "get_selector",
+    "list_selectors",
+    "register_selector",
+    "resolve_budget",
+    "select",
+]

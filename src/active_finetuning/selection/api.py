@@ -1,0 +1,166 @@
+"""The one way in: ``select(features, budget, method, seed, **params) -> Selection``."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..artifacts import FeatureTable, Selection, read_features
+from ..errors import InputError
+from .registry import Picks, get_selector
+
+
+@dataclass
+class Pool:
+    """What a selector sees: unit-norm float32 features and the rows that are already labeled."""
+
+    features: torch.Tensor  # (N, d) float32, every row L2-normalised
+    labeled: np.ndarray  # (L,) int64 rows already annotated (empty when none)
+
+    @property
+    def size(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+
+def unit_rows(features: np.ndarray) -> torch.Tensor:
+    """L2-normalise rows in float32 (selectors never trust a 'normalized' flag)."""
+    tensor = torch.from_numpy(np.array(features, dtype=np.float32, copy=True))  # never the caller's buffer
+    norms = torch.linalg.vector_norm(tensor, dim=1, keepdim=True)
+    return tensor.div_(norms)
+
+
+def resolve_budget(budget: int | str | float, pool_size: int) -> int:
+    """An absolute budget from ``500`` or ``"1%"`` (ALGORITHMS.md §1: ``int(N · pct · 0.01)``)."""
+    if isinstance(budget, str):
+        text = budget.strip()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                raise InputError(f"budget {budget!r} is not a number or a percentage like '1%'") from None
+            if not 0 < percent <= 100:
+                raise InputError(f"budget percentage must be in (0, 100], got {budget!r}")
+            count = int(pool_size * percent * 0.01)
+            if count < 1:
+                raise InputError(
+                    f"budget {budget!r} of a pool of {pool_size} rounds down to 0 samples; "
+                    "raise the percentage or give an absolute count"
+                )
+            return count
+        try:
+            budget = int(text)
+        except ValueError:
+            raise InputError(f"budget {budget!r} is not an integer or a percentage like '1%'") from None
+    if isinstance(budget, bool) or not float(budget).is_integer():
+        raise InputError(f"budget must be a whole number of samples or a percentage string, got {budget!r}")
+    budget = int(budget)
+    if budget <= 0:
+        raise InputError(f"budget must be at least 1, got {budget}")
+    if budget > pool_size:
+        raise InputError(f"budget {budget} exceeds the pool size {pool_size}; lower the budget")
+    return budget
+
+
+def as_feature_table(features) -> FeatureTable:
+    if isinstance(features, FeatureTable):
+        return features
+    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+        return read_features(str(features))
+    return FeatureTable.from_array(features)
+
+
+def select(
+    features,
+    budget: int | str,
+    method: str = "activeft",
+    *,
+    seed: int = 0,
+    labeled=None,
+    progress: bool = False,
+    **params,
+) -> Selection:
+    """Select ``budget`` samples of the pool ``features`` with the registered ``method``.
+
+    Args:
+        features: a :class:`FeatureTable`, an (N, d) array, or a features artifact URI.
+        budget: a sample count, or a percentage of the pool such as ``"1%"``.
+        method: a registered selector name (see :func:`list_selectors`).
+        seed: makes the selection reproducible: same inputs and seed, same selection.
+        labeled: sample ids already annotated; they are never returned.
+        progress: show a progress bar for long stages.
+        **params: the method's parameters (see its parameter record).
+    """
+    spec = get_selector(method)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    param_record = spec.make_params(**params)
+    table = as_feature_table(features)
+    count = resolve_budget(budget, len(table))
+    labeled_rows = _labeled_rows(table, labeled)
+    if count > len(table) - len(labeled_rows):
+        raise InputError(
+            f"budget {count} exceeds the {len(table) - len(labeled_rows)} unlabeled samples of the pool"
+        )
+    pool = Pool(unit_rows(table.features), labeled_rows)
+    started = time.perf_counter()
+    picks = spec.fn(pool, count, param_record, seed=int(seed), progress=progress)
+    elapsed = time.perf_counter() - started
+    _check_picks(picks, count, pool, method)
+    metadata = {
+        "method": method,
+        "budget": count,
+        "budget_requested": str(budget),
+        "seed": int(seed),
+        "params": dataclasses.asdict(param_record),
+        "pool_size": len(table),
+        "labeled_count": int(len(labeled_rows)),
+        "features_identity": table.identity(),
+        "features_metadata": table.metadata,
+        "library_version": __version__,
+        **({"info": picks.info} if picks.info else {}),
+    }
+    role = np.asarray([picks.role] * count if isinstance(picks.role, str) else picks.role, dtype=object)
+    selection = Selection(
+        indices=np.asarray(picks.indices, dtype=np.int64),
+        sample_ids=table.sample_ids[picks.indices],
+        role=role,
+        score=picks.score,
+        pseudo_class=picks.pseudo_class,
+        metadata=metadata,
+        tables=picks.tables,
+        seconds=elapsed,
+    )
+    return selection
+
+
+def _labeled_rows(table: FeatureTable, labeled) -> np.ndarray:
+    if labeled is None:
+        return np.zeros(0, dtype=np.int64)
+    from ..artifacts import rows_of
+
+    ids = [str(s) for s in labeled]
+    if len(set(ids)) != len(ids):
+        raise InputError("labeled ids contain duplicates")
+    return np.sort(rows_of(table, ids, what="the labeled set"))
+
+
+def _check_picks(picks: Picks, count: int, pool: Pool, method: str) -> None:
+    """Every selector must honour the contract: exactly ``count`` distinct, unlabeled pool rows."""
+    indices = np.asarray(picks.indices)
+    if indices.shape != (count,):
+        raise RuntimeError(f"selector {method!r} returned {indices.shape} picks for budget {count}")
+    if len(np.unique(indices)) != count:
+        raise RuntimeError(f"selector {method!r} returned duplicate picks")
+    if indices.min() < 0 or indices.max() >= pool.size:
+        raise RuntimeError(f"selector {method!r} returned rows outside the pool")
+    if len(pool.labeled) and np.isin(indices, pool.labeled).any():
+        raise RuntimeError(f"selector {method!r} returned an already-labeled sample")

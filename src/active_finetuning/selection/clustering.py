@@ -1,0 +1,89 @@
+"""Memory-bounded k-means in torch (k-means++ or random init, Lloyd steps, chunked assignment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..progress import progress_bar
+from .similarity import rows_per_block
+
+
+@dataclass
+class KMeansResult:
+    centers: torch.Tensor  # (k, d)
+    labels: torch.Tensor  # (N,) int64
+    inertia: float
+    iterations: int
+
+
+@torch.no_grad()
+def nearest_center(points: torch.Tensor, centers: torch.Tensor):
+    """Euclidean nearest center of every point, chunked: (labels, squared distances)."""
+    center_sq = (centers * centers).sum(dim=1)
+    labels = torch.empty(points.shape[0], dtype=torch.int64)
+    distances = torch.empty(points.shape[0])
+    chunk = rows_per_block(centers.shape[0])
+    for start in range(0, points.shape[0], chunk):
+        block = points[start : start + chunk]
+        # ‖x − c‖² = ‖x‖² + ‖c‖² − 2⟨x, c⟩; the ‖x‖² term does not change the argmin.
+        scores = center_sq[None, :] - 2 * (block @ centers.T)
+        value, where = scores.min(dim=1)
+        labels[start : start + chunk] = where
+        distances[start : start + chunk] = (value + (block * block).sum(dim=1)).clamp_min_(0)
+    return labels, distances
+
+
+@torch.no_grad()
+def kmeans_plusplus(points: torch.Tensor, k: int, rng: np.random.Generator, progress: bool = False) -> torch.Tensor:
+    """k-means++ seeding (one candidate per step), O(N) memory."""
+    n = points.shape[0]
+    chosen = [int(rng.integers(n))]
+    closest = ((points - points[chosen[0]]) ** 2).sum(dim=1)
+    for _ in progress_bar(range(1, k), desc="k-means++", enabled=progress):
+        weights = closest.double().numpy()
+        total = weights.sum()
+        if total <= 0:  # every point coincides with a center: take an unused one
+            unused = np.setdiff1d(np.arange(n), chosen)
+            chosen.append(int(unused[rng.integers(len(unused))]))
+        else:
+            chosen.append(int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right").clip(0, n - 1)))
+        torch.minimum(closest, ((points - points[chosen[-1]]) ** 2).sum(dim=1), out=closest)
+    return points[chosen].clone()
+
+
+@torch.no_grad()
+def kmeans(
+    points: torch.Tensor,
+    k: int,
+    *,
+    seed: int = 0,
+    max_iter: int = 50,
+    tol: float = 1e-4,
+    init: str = "k-means++",
+    progress: bool = False,
+) -> KMeansResult:
+    """Lloyd's k-means; empty clusters keep their previous center. Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    n = points.shape[0]
+    if init == "k-means++":
+        centers = kmeans_plusplus(points, k, rng, progress)
+    else:
+        centers = points[torch.from_numpy(rng.choice(n, k, replace=False))].clone()
+    threshold = tol * float(points.var(dim=0).mean())
+    labels, distances = nearest_center(points, centers)
+    iteration = 0
+    for iteration in progress_bar(range(1, max_iter + 1), desc="k-means", enabled=progress):
+        sums = torch.zeros_like(centers).index_add_(0, labels, points)
+        counts = torch.bincount(labels, minlength=k).float()
+        occupied = counts > 0
+        updated = centers.clone()
+        updated[occupied] = sums[occupied] / counts[occupied, None]
+        shift = float(((updated - centers) ** 2).sum(dim=1).sum())
+        centers = updated
+        labels, distances = nearest_center(points, centers)
+        if shift <= threshold:
+            break
+    return KMeansResult(centers, labels, float(distances.sum()), iteration)

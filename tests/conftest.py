@@ -1,0 +1,42 @@
+"""Shared fixtures: synthetic pools with known structure, and the CIFAR-10 fixture when present."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE_DATA = ROOT.parent / "shared" / "data" / "cifar10"
+
+
+def gaussian_mixture(n: int, dim: int, clusters: int, spread: float = 0.5, seed: int = 0):
+    """n samples from ``clusters`` Gaussian blobs: (features float32, cluster labels)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((clusters, dim))
+    labels = rng.integers(0, clusters, n)
+    features = centers[labels] + spread * rng.standard_normal((n, dim))
+    return features.astype(np.float32), labels.astype(np.int64)
+
+
+@pytest.fixture
+def mixture():
+    return gaussian_mixture(600, 16, 6)
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    if not (FIXTURE_DATA / "features-train.parquet").exists():
+        pytest.skip("the CIFAR-10 fixture data is not beside the project (shared/data/cifar10)")
+    return FIXTURE_DATA
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a subprocess (what a user or a component does)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "active_finetuning.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout)

@@ -1,0 +1,50 @@
+"""A straightforward dense ActiveFT (ALGORITHMS.md §2.2, 2.4–2.6): the test oracle and benchmark baseline.
+
+It has the shape of the official code: autograd over the full N×B similarity matrix, ``exp`` then
+``max`` over it, the centroid Gram matrix with one detached factor, Adam on the raw parameters with
+normalisation inside the forward pass, then greedy duplicate-free snapping in centroid order with a
+full descending sort of each centroid's similarity row.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+
+def dense_activeft(features: torch.Tensor, budget: int, seed: int = 0, iterations: int = 300,
+                   temperature: float = 0.07, balance: float = 1.0, lr: float = 1e-3,
+                   on_iteration=None):
+    """Return (centroid-order picks, final loss value). ``features`` must have unit rows."""
+    features = features.float()
+    n = features.shape[0]
+    init = random.Random(seed).sample(range(n), budget)
+    theta = features[init].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    loss_value = float("nan")
+    for it in range(iterations):
+        centroids = theta / theta.norm(dim=1, keepdim=True)
+        prod_exp = torch.exp(features @ centroids.T / temperature)
+        positive, assigned = prod_exp.max(dim=1)
+        gram_exp = torch.exp(centroids.detach() @ centroids.T / temperature)
+        repulsion = gram_exp.sum(dim=0)
+        loss = -(torch.log(positive) - torch.log(positive + repulsion[assigned] * balance)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if on_iteration is not None:
+            on_iteration(it, theta.detach(), assigned)
+    with torch.no_grad():
+        centroids = theta / theta.norm(dim=1, keepdim=True)
+        similarity = centroids @ features.T
+        taken: set[int] = set()
+        picks = []
+        for row in similarity:
+            for index in torch.argsort(row, descending=True).tolist():
+                if index not in taken:
+                    taken.add(index)
+                    picks.append(index)
+                    break
+    return picks, loss_value

@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from active_finetuning.artifacts import FeatureTable, write_features
+from active_finetuning.selection import select
+from active_finetuning.selection.activeft import ActiveFTParams, _centroid_gradient
+from tests.conftest import gaussian_mixture, run_cli
+from tests.oracles.activeft_dense import dense_activeft
+
+
+def unit(x):
+    x = torch.as_tensor(x, dtype=torch.float32)
+    return x / x.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("n, dim, clusters, budget, iterations", [
+    (3000, 64, 20, 50, 300),
+    (3000, 32, 40, 300, 120),
+])
+def test_parity_with_dense_reference_index_for_index(n, dim, clusters, budget, iterations):
+    features, _ = gaussian_mixture(n, dim, clusters, seed=7)
+    expected, expected_loss = dense_activeft(unit(features), budget, seed=11, iterations=iterations)
+    selection = select(features, budget, "activeft", seed=11, iterations=iterations)
+    assert selection.indices.tolist() == expected
+    assert selection.metadata["info"]["final_loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def _autograd_gradient(features, centroids, params):
+    theta = centroids.clone().requires_grad_(True)
+    tau = params.temperature
+    sim = features @ theta.T / tau
+    m, k = sim.max(dim=1)
+    if params.loss_form == "official":
+        gram = theta.detach() @ theta.T / tau
+        log_r = torch.logsumexp(gram, dim=0)
+        loss = torch.nn.functional.softplus(np.log(params.balance) + log_r[k] - m).mean()
+    else:
+        gram = theta @ theta.T / tau
+        gram = gram - torch.diag(torch.full((len(theta),), float("inf")))
+        loss = -m.mean() + params.balance * torch.logsumexp(gram, dim=1).mean()
+    loss.backward()
+    return theta.grad, float(loss.detach())
+
+
+@pytest.mark.parametrize("loss_form", ["official", "paper"])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_closed_form_gradient_matches_autograd(loss_form, chunk_size):
+    features = unit(gaussian_mixture(500, 12, 5, seed=2)[0])
+    centroids = features[:30].clone()
+    params = ActiveFTParams(loss_form=loss_form, balance=0.7, chunk_size=chunk_size)
+    grad, loss = _centroid_gradient(features, centroids, None, params)
+    expected_grad, expected_loss = _autograd_gradient(features, centroids, params)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_options_are_recorded_and_change_the_result():
+    features, _ = gaussian_mixture(2000, 16, 10, seed=3)
+    base = select(features, 40, "activeft", seed=0, iterations=50)
+    for option in ({"loss_form": "paper"}, {"renormalize": "project"}, {"pool_batch": 500},
+                   {"scheduler": "cosine", "lr": 0.01}):
+        other = select(features, 40, "activeft", seed=0, iterations=50, **option)
+        for key, value in option.items():
+            assert other.metadata["params"][key] == value
+        assert len(set(other.indices)) == 40
+    assert base.metadata["params"]["loss_form"] == "official"
+
+
+def test_pool_batch_larger_than_pool_is_clamped():
+    features, _ = gaussian_mixture(300, 8, 3)
+    full = select(features, 10, "activeft", seed=0, iterations=20)
+    clamped = select(features, 10, "activeft", seed=0, iterations=20, pool_batch=10_000)
+    assert full.indices.tolist() == clamped.indices.tolist()
+
+
+def test_byte_identical_with_one_and_two_threads(tmp_path):
+    features, _ = gaussian_mixture(4000, 48, 30, seed=9)
+    write_features(FeatureTable.from_array(features), str(tmp_path / "f.parquet"))
+    outputs = []
+    for threads in (1, 2):
+        out = tmp_path / f"s{threads}.parquet"
+        result = run_cli("select", "--features", str(tmp_path / "f.parquet"), "--budget", "2%",
+                         "--method", "activeft", "--seed", "5", "--iterations", "100",
+                         "--threads", str(threads), "--out", str(out), "--no-progress")
+        assert result.returncode == 0, result.stderr
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
