@@ -14,6 +14,7 @@ from . import __version__
 from .errors import InputError
 
 # name -> (module under active_finetuning.commands, one-line help)
+# A new command adds one line here and one module under commands/.
 COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("select", "select a budget of samples from a features artifact"),
     "methods": ("methods", "list the registered selection methods and their parameters"),
