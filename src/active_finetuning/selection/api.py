@@ -21,6 +21,7 @@ class Pool:
 
     features: torch.Tensor  # (N, d) float32, every row L2-normalised
     labeled: np.ndarray  # (L,) int64 rows already annotated (empty when none)
+    sample_ids: np.ndarray | None = None  # (N,) str, for selectors that read other artifacts
 
     @property
     def size(self) -> int:
@@ -110,7 +111,7 @@ def select(
         raise InputError(
             f"budget {count} exceeds the {len(table) - len(labeled_rows)} unlabeled samples of the pool"
         )
-    pool = Pool(unit_rows(table.features), labeled_rows)
+    pool = Pool(unit_rows(table.features), labeled_rows, table.sample_ids)
     started = time.perf_counter()
     picks = spec.fn(pool, count, param_record, seed=int(seed), progress=progress)
     elapsed = time.perf_counter() - started
