@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.gcs_fixtures import gcs_bucket, gcs_emulator  # noqa: F401  (a real GCS emulator)
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 

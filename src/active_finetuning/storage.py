@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
 import functools
 import io
 import os
@@ -173,12 +174,13 @@ def pyarrow_filesystem(uri: str):
 
     bucket, name = split_gcs(uri)
     host = os.environ.get(EMULATOR_ENV, "")
+    limit = datetime.timedelta(seconds=retry_policy().timeout or 180.0)
     if host:
         parsed = urlparse(host if "://" in host else f"http://{host}")
         gfs = pafs.GcsFileSystem(anonymous=True, scheme=parsed.scheme or "http", endpoint_override=parsed.netloc,
-                                 retry_time_limit=retry_policy().timeout)
+                                 retry_time_limit=limit)
     else:
-        gfs = pafs.GcsFileSystem(retry_time_limit=retry_policy().timeout)
+        gfs = pafs.GcsFileSystem(retry_time_limit=limit)
     return gfs, f"{bucket}/{name}"
 
 
