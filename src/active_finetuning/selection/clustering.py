@@ -87,3 +87,39 @@ def kmeans(
         if shift <= threshold:
             break
     return KMeansResult(centers, labels, float(distances.sum()), iteration)
+
+
+@torch.no_grad()
+def minibatch_kmeans(
+    points: torch.Tensor,
+    k: int,
+    *,
+    seed: int = 0,
+    batch_size: int = 4096,
+    steps: int = 100,
+    init_size: int | None = None,
+    progress: bool = False,
+) -> KMeansResult:
+    """Mini-batch k-means (Sculley, WWW 2010) for many clusters: O(batch·k) work per step.
+
+    k-means++ seeding on a random sample of ``init_size`` rows (default ``max(3k, 3·batch_size)``),
+    then ``steps`` updates on random batches, each center moving towards the mean of its batch
+    members with a per-center rate 1/(samples seen); finally one full chunked assignment.
+    Deterministic for a seed. Centers that never win a sample keep their seed position.
+    """
+    rng = np.random.default_rng(seed)
+    n = points.shape[0]
+    init_size = min(n, init_size or max(3 * k, 3 * batch_size))
+    sample = points[torch.from_numpy(np.sort(rng.choice(n, init_size, replace=False)))]
+    centers = kmeans_plusplus(sample, k, rng, progress)
+    seen = torch.zeros(k)
+    for _ in progress_bar(range(steps), desc="mini-batch k-means", enabled=progress):
+        batch = points[torch.from_numpy(rng.choice(n, min(batch_size, n), replace=False))]
+        labels, _ = nearest_center(batch, centers)
+        counts = torch.bincount(labels, minlength=k).float()
+        sums = torch.zeros_like(centers).index_add_(0, labels, batch)
+        seen += counts
+        hit = counts > 0
+        centers[hit] += (sums[hit] - counts[hit, None] * centers[hit]) / seen[hit, None]
+    labels, distances = nearest_center(points, centers)
+    return KMeansResult(centers, labels, float(distances.sum()), steps)

@@ -1,0 +1,161 @@
+"""TypiClust and ProbCover against dense oracles written from the papers, plus their building blocks."""
+
+import numpy as np
+import pytest
+import torch
+
+from active_finetuning.errors import InputError
+from active_finetuning.selection import select
+from active_finetuning.selection.api import unit_rows
+from active_finetuning.selection.clustering import minibatch_kmeans
+from active_finetuning.selection.neighbours import nearest_neighbours, nearest_other_group
+from active_finetuning.selection.peers import BallGraph, neighbour_graph, purity_radius, typicality
+from tests.conftest import gaussian_mixture
+from tests.oracles.peers_dense import (dense_probcover, dense_pure_fraction, dense_typicality,
+                                       pairwise_distance)
+
+
+def _unit(n=300, dim=8, clusters=5, spread=0.4, seed=0):
+    features, labels = gaussian_mixture(n, dim, clusters, spread=spread, seed=seed)
+    return unit_rows(features), labels
+
+
+def test_chunked_neighbours_equal_a_full_sort():
+    points, _ = _unit(257)
+    rows, similarity = nearest_neighbours(points, 7, chunk=50)
+    dense = (points @ points.T).numpy()
+    np.fill_diagonal(dense, -np.inf)
+    expected = np.argsort(-dense, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(rows.numpy(), expected)
+    np.testing.assert_allclose(similarity.numpy(), np.take_along_axis(dense, expected, 1), rtol=1e-6)
+    queries = points[:5]
+    rows_q, _ = nearest_neighbours(points, 3, queries=queries, chunk=2)
+    assert rows_q[:, 0].tolist() == [0, 1, 2, 3, 4]  # a query that is in the pool finds itself first
+
+
+def test_nearest_other_group_matches_a_masked_dense_max():
+    points, _ = _unit(200)
+    groups = torch.from_numpy(np.random.default_rng(0).integers(0, 4, 200))
+    rows = torch.arange(0, 200, 3)
+    got = nearest_other_group(points, groups, rows, chunk=16).numpy()
+    dense = (points @ points.T).numpy()
+    mask = groups.numpy()[:, None] != groups.numpy()[None, :]
+    expected = np.where(mask, dense, -np.inf).max(axis=1)[rows.numpy()]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_minibatch_kmeans_recovers_separated_clusters_deterministically():
+    points, labels = _unit(2000, 16, 6, spread=0.05, seed=3)
+    first = minibatch_kmeans(points, 6, seed=1, batch_size=256, steps=30)
+    second = minibatch_kmeans(points, 6, seed=1, batch_size=256, steps=30)
+    assert torch.equal(first.labels, second.labels)
+    # each found cluster is one true cluster (purity), and every true cluster is found
+    found = first.labels.numpy()
+    for c in np.unique(found):
+        assert len(np.unique(labels[found == c])) == 1
+    assert len(np.unique(found)) == 6
+
+
+def test_typicality_matches_the_papers_definition():
+    points, _ = _unit(60)
+    np.testing.assert_allclose(typicality(points, 20), dense_typicality(points.numpy(), 20), rtol=1e-4)
+    np.testing.assert_allclose(typicality(points[:4], 20), dense_typicality(points[:4].numpy(), 20), rtol=1e-4)
+
+
+def test_typiclust_takes_the_most_typical_sample_of_the_largest_clusters_first():
+    # four blobs of very different sizes; budget 4 → one pick per cluster, largest cluster first
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 12)) * 3
+    sizes = [400, 200, 100, 50]
+    raw = np.concatenate([c + 0.2 * rng.standard_normal((s, 12)) for c, s in zip(centers, sizes)])
+    truth = np.repeat(np.arange(4), sizes)
+    selection = select(raw.astype(np.float32), 4, "typiclust", seed=0)
+    assert truth[selection.indices].tolist() == [0, 1, 2, 3]
+    unit = unit_rows(raw).numpy()
+    for row, cluster in zip(selection.indices, selection.pseudo_class):
+        members = np.flatnonzero(truth == truth[row])
+        values = dense_typicality(unit[members], 20)
+        assert members[np.argmax(values)] == row
+    np.testing.assert_allclose(
+        selection.score[0], dense_typicality(unit[truth == 0], 20).max(), rtol=1e-4)
+
+
+def test_typiclust_covers_every_blob_and_uses_minibatch_for_many_clusters():
+    features, labels = gaussian_mixture(1500, 16, 10, spread=0.1, seed=4)
+    selection = select(features, 10, "typiclust", seed=0)
+    assert len(np.unique(labels[selection.indices])) == 10
+    many = select(features, 60, "typiclust", seed=0, minibatch_above=20)
+    assert len(np.unique(labels[many.indices])) == 10 and len(set(many.indices.tolist())) == 60
+
+
+def test_probcover_greedy_cover_equals_the_dense_oracle():
+    points, _ = _unit(180, 6, 4, spread=0.5, seed=1)
+    delta = 0.45
+    selection = select(points.numpy(), 15, "probcover", seed=0, delta=delta, neighbours=179)
+    oracle = dense_probcover(points.numpy(), 15, delta)
+    assert selection.indices[: len(oracle)].tolist() == oracle
+    assert selection.metadata["info"]["delta"] == delta
+
+
+def test_probcover_with_labeled_samples_equals_the_dense_oracle():
+    points, _ = _unit(150, 6, 4, spread=0.5, seed=2)
+    labeled = [3, 40, 77]
+    selection = select(points.numpy(), 10, "probcover", seed=0, delta=0.5, neighbours=149,
+                       labeled=[str(i) for i in labeled])
+    oracle = dense_probcover(points.numpy(), 10, 0.5, labeled=labeled)
+    assert selection.indices[: len(oracle)].tolist() == oracle
+
+
+def test_probcover_fills_with_random_picks_once_everything_is_covered():
+    points, _ = _unit(100, 4, 2, spread=0.1, seed=3)
+    selection = select(points.numpy(), 30, "probcover", seed=0, delta=1.9, neighbours=99)
+    assert selection.metadata["info"]["covered_fraction"] == 1.0
+    assert len(set(selection.indices.tolist())) == 30
+    assert (selection.score[1:] == 0).all() and selection.score[0] > 0
+
+
+def test_purity_radius_is_the_largest_delta_with_enough_pure_balls():
+    points, _ = _unit(240, 5, 4, spread=0.6, seed=5)
+    pseudo = (points[:, 0] > 0).long()  # two half-spheres: balls that straddle the equator are impure
+    sample = np.arange(240)
+    delta = purity_radius(points, pseudo, sample, 0.9)
+    unit = points.numpy()
+    assert dense_pure_fraction(unit, pseudo.numpy(), delta) >= 0.9
+    assert dense_pure_fraction(unit, pseudo.numpy(), delta * 1.02) < 0.9
+
+
+def test_probcover_estimates_delta_and_graph_cache_is_reused(tmp_path):
+    features, labels = gaussian_mixture(800, 16, 8, spread=0.2, seed=6)
+    cache = tmp_path / "graphs"
+    first = select(features, 16, "probcover", seed=0, purity_clusters=8, graph_cache=str(cache))
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].name.endswith("-k100.npz")
+    second = select(features, 16, "probcover", seed=0, purity_clusters=8, graph_cache=str(cache))
+    assert first.indices.tolist() == second.indices.tolist()
+    info = first.metadata["info"]
+    assert 0 < info["delta"] < 2 and 0 < info["covered_fraction"] <= 1
+    assert len(np.unique(labels[first.indices])) == 8
+
+
+def test_neighbour_graph_distances_are_sorted_euclidean():
+    points, _ = _unit(90)
+    rows, distance = neighbour_graph(points, 10)
+    dense = pairwise_distance(points.numpy())
+    np.testing.assert_allclose(distance, dense[np.arange(90)[:, None], rows], atol=1e-5)
+    assert (np.diff(distance, axis=1) >= -1e-6).all()
+    graph = BallGraph.build(rows, distance, 0.3)
+    assert (graph.sources[graph.out_start[5] : graph.out_start[6]] == 5).all()
+
+
+@pytest.mark.parametrize("method, params, field", [
+    ("probcover", {"delta": -0.1}, "delta"),
+    ("probcover", {"purity": 1.5}, "purity"),
+    ("probcover", {"neighbours": 0}, "neighbours"),
+    ("probcover", {"purity_clusters": 1}, "purity_clusters"),
+    ("typiclust", {"neighbours": 0}, "neighbours"),
+    ("typiclust", {"min_cluster_size": 0}, "min_cluster_size"),
+])
+def test_bad_parameters_name_the_field(method, params, field):
+    features, _ = gaussian_mixture(50, 4, 2)
+    with pytest.raises(InputError, match=f"parameter '{field}' must be"):
+        select(features, 5, method, **params)
