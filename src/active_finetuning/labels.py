@@ -1,0 +1,357 @@
+"""Labels in and out: annotation export, labels import, and oracle labels for studies.
+
+The **labels** artifact (DESIGN.md "Artifacts") is a Parquet table ``sample_id`` (string),
+``label`` (int64), with schema metadata ``active_finetuning`` holding the class names, the source
+and the selection's identity.
+
+* :func:`export_for_annotation` — the selected images, in pick order, as a Label Studio task import
+  (JSON, image URLs: ``gs://`` as is or signed) or a plain CSV.
+* :func:`import_labels` — a Label Studio export (JSON-min, or the full JSON) or a CSV
+  ``sample_id,label`` (class index or class name) turned into the labels artifact.
+* :func:`oracle_labels` — the selection joined with the manifest's ground truth, as if annotated.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import storage
+from .artifacts import _check_unique_ids, _with_metadata, metadata_of, read_table, write_table
+from .errors import InputError
+
+EXPORT_FORMATS = ("label-studio", "csv")
+IMPORT_FORMATS = ("auto", "label-studio", "csv")
+
+
+@dataclass
+class Labels:
+    """Annotated samples: ``labels[i]`` (a class index) belongs to ``sample_ids[i]``."""
+
+    sample_ids: np.ndarray  # object array of str
+    labels: np.ndarray  # int64
+    classes: list[str] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sample_ids = np.asarray(self.sample_ids, dtype=object)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.sample_ids) != len(self.labels):
+            raise InputError(f"labels: {len(self.sample_ids)} sample ids but {len(self.labels)} labels")
+        if len(self.sample_ids) == 0:
+            raise InputError("the labeled set is empty; annotate at least one selected sample")
+        _check_unique_ids(self.sample_ids)
+        if self.labels.min() < 0:
+            raise InputError(f"column 'label' has negative class indices (min {self.labels.min()})")
+        if self.classes is not None and self.labels.max() >= len(self.classes):
+            bad = self.sample_ids[int(np.argmax(self.labels))]
+            raise InputError(
+                f"column 'label' has class index {self.labels.max()} (sample_id {bad!r}) but only "
+                f"{len(self.classes)} classes are known: {list(self.classes)}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def to_table(self) -> pa.Table:
+        table = pa.table({
+            "sample_id": pa.array(self.sample_ids.tolist(), type=pa.string()),
+            "label": pa.array(self.labels, type=pa.int64()),
+        })
+        return _with_metadata(table, {**self.metadata, "classes": self.classes})
+
+    def identity(self) -> str:
+        import hashlib
+
+        digest = hashlib.blake2b(digest_size=12)
+        digest.update("\x1f".join(self.sample_ids.tolist()).encode())
+        digest.update(self.labels.tobytes())
+        return digest.hexdigest()
+
+
+def write_labels(labels: Labels, uri: str) -> None:
+    write_table(labels.to_table(), uri)
+
+
+def read_labels(uri: str) -> Labels:
+    """Read and validate a labels artifact."""
+    table = read_table(uri, "labels")
+    for column in ("sample_id", "label"):
+        if column not in table.column_names:
+            raise InputError(f"labels {uri!r} has no {column!r} column (columns: {table.column_names})")
+    column = table.column("label")
+    if not pa.types.is_integer(column.type):
+        raise InputError(f"column 'label' of labels {uri!r} must hold integers, got {column.type}")
+    if column.null_count:
+        raise InputError(f"column 'label' of labels {uri!r} has {column.null_count} missing labels")
+    metadata = metadata_of(table.schema)
+    classes = metadata.pop("classes", None)
+    return Labels(np.asarray(table.column("sample_id").to_pylist(), dtype=object),
+                  column.to_numpy().astype(np.int64), classes, metadata)
+
+
+def _selection_metadata(selection) -> dict[str, Any]:
+    meta = getattr(selection, "metadata", None) or {}
+    keys = ("method", "budget", "seed", "features_identity")
+    return {"selection": {k: meta[k] for k in keys if k in meta}}
+
+
+def _manifest_rows(manifest, sample_ids: Sequence[str], what: str) -> np.ndarray:
+    position = {sid: i for i, sid in enumerate(list(manifest.sample_ids))}
+    unknown = [sid for sid in sample_ids if sid not in position]
+    if unknown:
+        raise InputError(
+            f"{what} names {len(unknown)} sample ids that are not in the manifest (first: "
+            f"{', '.join(map(repr, unknown[:3]))}); use the manifest the selection was made from"
+        )
+    return np.asarray([position[sid] for sid in sample_ids], dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# oracle mode
+
+
+def oracle_labels(selection, manifest) -> Labels:
+    """The selected samples with the manifest's ground-truth labels, as if annotated (for studies)."""
+    sample_ids = list(selection.sample_ids)
+    if not sample_ids:
+        raise InputError("the selection is empty; nothing to label")
+    if manifest.labels is None:
+        raise InputError("the manifest has no 'label' column; oracle labels need ground truth in the manifest")
+    rows = _manifest_rows(manifest, sample_ids, "the selection")
+    return Labels(np.asarray(sample_ids, dtype=object), np.asarray(manifest.labels)[rows],
+                  manifest.classes, {"source": "oracle", **_selection_metadata(selection)})
+
+
+# ----------------------------------------------------------------------------------------------
+# annotation export
+
+
+def image_url(uri: str, signed: bool = False, expiry: timedelta = timedelta(days=7), credentials=None) -> str:
+    """The URL an annotation tool loads ``uri`` from: ``gs://`` as is, or a V4 signed HTTPS URL."""
+    if not signed:
+        return uri
+    if storage.scheme_of(uri) != "gs":
+        raise InputError(f"signed URLs need gs:// image URIs, got {uri!r}; export without --signed-urls")
+    from google.cloud import storage as gcs
+
+    bucket, _, name = uri[len("gs://"):].partition("/")
+    if not bucket or not name:
+        raise InputError(f"{uri!r} is not a gs://bucket/object URI")
+    client = gcs.Client(credentials=credentials, project="-") if credentials is not None else gcs.Client()
+    blob = client.bucket(bucket).blob(name)
+    try:
+        return blob.generate_signed_url(version="v4", expiration=expiry, method="GET", credentials=credentials)
+    except AttributeError as err:  # google-auth: credentials without a private key cannot sign
+        raise InputError(
+            f"cannot sign a URL for {uri!r}: the credentials in the environment cannot sign ({err}); use a "
+            "service account key or export gs:// URIs without --signed-urls"
+        ) from err
+
+
+def _data_url(data: bytes) -> str:
+    kind = "image/png" if data[:8] == b"\x89PNG\r\n\x1a\n" else "image/jpeg" if data[:2] == b"\xff\xd8" else \
+        "image/webp" if data[8:12] == b"WEBP" else "application/octet-stream"
+    return f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+
+def annotation_tasks(selection, manifest, signed_urls: bool = False, expiry: timedelta = timedelta(days=7),
+                     credentials=None) -> list[dict[str, Any]]:
+    """One task per selected sample, in pick order. Manifests holding image bytes get data: URLs."""
+    sample_ids = list(selection.sample_ids)
+    if not sample_ids:
+        raise InputError("the selection is empty; nothing to annotate")
+    rows = _manifest_rows(manifest, sample_ids, "the selection")
+    uris = getattr(manifest, "uris", None)
+    roles = list(getattr(selection, "role", ["pick"] * len(sample_ids)))
+    tasks = []
+    for rank, (sid, row, role) in enumerate(zip(sample_ids, rows, roles)):
+        if uris is not None and uris[row]:
+            url = image_url(str(uris[row]), signed_urls, expiry, credentials)
+        elif signed_urls:
+            raise InputError("the manifest holds image bytes, not gs:// URIs; export without --signed-urls")
+        else:
+            url = _data_url(manifest.load_bytes(int(row)))
+        tasks.append({"data": {"image": url, "sample_id": str(sid), "rank": rank, "role": str(role)}})
+    return tasks
+
+
+def label_studio_config(classes: Sequence[str] | None, field_name: str = "label") -> str:
+    """A Label Studio labeling config for image classification whose export :func:`import_labels` reads."""
+    choices = "\n".join(f'    <Choice value="{name}"/>' for name in (classes or []))
+    return (f'<View>\n  <Image name="image" value="$image"/>\n  <Text name="sample_id" value="$sample_id"/>\n'
+            f'  <Choices name="{field_name}" toName="image" choice="single" required="true">\n{choices}\n'
+            "  </Choices>\n</View>\n")
+
+
+def export_for_annotation(selection, manifest, out: str, format: str = "label-studio",
+                          signed_urls: bool = False, expiry: timedelta = timedelta(days=7),
+                          credentials=None) -> list[dict[str, Any]]:
+    """Write the annotation tasks of ``selection`` to ``out`` (Label Studio JSON or CSV), atomically."""
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+    tasks = annotation_tasks(selection, manifest, signed_urls, expiry, credentials)
+    with storage.atomic_output(out) as tmp:
+        if format == "label-studio":
+            tmp.write_text(json.dumps(tasks, indent=1) + "\n")
+        else:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=["rank", "sample_id", "role", "image"])
+                writer.writeheader()
+                for task in tasks:
+                    writer.writerow(task["data"])
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------
+# labels import
+
+
+def _read_text(uri: str) -> str:
+    with storage.open_input(uri) as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"annotations {uri!r} are not UTF-8 text: {err}") from err
+
+
+def _label_studio_pairs(items: list, field_name: str, uri: str) -> list[tuple[str, Any]]:
+    """(sample_id, label value or None) from a Label Studio JSON-min or full JSON export."""
+    pairs = []
+    for number, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InputError(f"annotations {uri!r}: item {number} is not a JSON object")
+        data = item.get("data", item)  # full export nests the task data; JSON-min flattens it
+        sid = data.get("sample_id")
+        if sid is None:
+            raise InputError(
+                f"annotations {uri!r}: item {number} has no 'sample_id'; import tasks made by "
+                "export-for-annotation (their data carries the sample id)"
+            )
+        if "annotations" in item:
+            value = None
+            for annotation in item["annotations"]:
+                if annotation.get("was_cancelled"):
+                    continue
+                for result in annotation.get("result", []):
+                    if result.get("from_name") == field_name:
+                        value = result.get("value", {}).get("choices")
+            pairs.append((str(sid), value))
+        else:
+            pairs.append((str(sid), item.get(field_name)))
+    return pairs
+
+
+def _csv_pairs(text: str, uri: str) -> list[tuple[str, Any]]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or not {"sample_id", "label"} <= set(reader.fieldnames):
+        raise InputError(
+            f"annotations {uri!r} need a header with 'sample_id' and 'label' columns, got {reader.fieldnames}"
+        )
+    return [(row["sample_id"], row["label"]) for row in reader]
+
+
+def _class_index(value: Any, classes: Sequence[str] | None) -> int | None:
+    """A class index from an annotation value (index, class name, or Label Studio choices)."""
+    if isinstance(value, dict):
+        value = value.get("choices")
+    if isinstance(value, list):
+        if len(value) != 1:
+            return -2 if value else None  # several choices: ambiguous
+        value = value[0]
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return None
+    if isinstance(value, bool):
+        return -1
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if classes is not None and text in classes:
+        return list(classes).index(text)
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return -1
+
+
+def import_labels(annotations_uri: str, manifest, selection=None, format: str = "auto",
+                  field_name: str = "label", allow_partial: bool = False) -> Labels:
+    """Labels from an annotation export, checked against the manifest (and the selection, if given).
+
+    Class names map to indices through the manifest's ``classes``. Errors name the offending ids:
+    ids not in the manifest, ids not selected, unknown class names, samples without a label, and
+    (unless ``allow_partial``) selected samples missing from the export.
+    """
+    if format not in IMPORT_FORMATS:
+        raise InputError(f"format must be one of {IMPORT_FORMATS}, got {format!r}")
+    text = _read_text(annotations_uri)
+    if format == "auto":
+        format = "label-studio" if text.lstrip()[:1] in ("[", "{") else "csv"
+    if format == "label-studio":
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"annotations {annotations_uri!r} are not valid JSON: {err}") from err
+        if not isinstance(items, list):
+            raise InputError(f"annotations {annotations_uri!r} must be a JSON list of tasks (a Label Studio export)")
+        pairs = _label_studio_pairs(items, field_name, annotations_uri)
+    else:
+        pairs = _csv_pairs(text, annotations_uri)
+    if not pairs:
+        raise InputError(f"annotations {annotations_uri!r} hold no labels; the labeled set is empty")
+
+    classes = manifest.classes
+    sample_ids = [sid for sid, _ in pairs]
+    duplicated = [sid for sid, count in Counter(sample_ids).items() if count > 1]
+    if duplicated:
+        raise InputError(f"annotations label {len(duplicated)} samples twice (first: {duplicated[0]!r}); keep one label per sample")
+    _manifest_rows(manifest, sample_ids, f"annotations {annotations_uri!r}")
+    if selection is not None:
+        selected = set(selection.sample_ids)
+        extra = [sid for sid in sample_ids if sid not in selected]
+        if extra:
+            raise InputError(
+                f"annotations label {len(extra)} samples that were not selected (first: "
+                f"{', '.join(map(repr, extra[:3]))}); import labels for the selection they were exported from"
+            )
+    indices = [_class_index(value, classes) for _, value in pairs]
+    missing = [sid for sid, index in zip(sample_ids, indices) if index is None]
+    if missing:
+        raise InputError(
+            f"{len(missing)} samples have no label (first: {', '.join(map(repr, missing[:3]))}); finish the "
+            "annotation or remove them from the export"
+        )
+    ambiguous = [sid for sid, index in zip(sample_ids, indices) if index == -2]
+    if ambiguous:
+        raise InputError(f"{len(ambiguous)} samples have several choices (first: {ambiguous[0]!r}); pick one class per image")
+    known = len(classes) if classes is not None else None
+    bad = [(sid, value) for (sid, value), index in zip(pairs, indices)
+           if index == -1 or index < 0 or (known is not None and index >= known)]
+    if bad:
+        hint = f"known classes: {list(classes)}" if classes is not None else \
+            "the manifest has no 'classes' list, so labels must be class indices"
+        raise InputError(
+            f"{len(bad)} labels name unknown classes (first: sample_id {bad[0][0]!r} labeled "
+            f"{bad[0][1]!r}); {hint}"
+        )
+    if selection is not None and not allow_partial:
+        labeled = set(sample_ids)
+        unlabeled = [sid for sid in selection.sample_ids if sid not in labeled]
+        if unlabeled:
+            raise InputError(
+                f"{len(unlabeled)} selected samples have no label (first: {unlabeled[0]!r}); finish the "
+                "annotation, or pass allow_partial (--allow-partial) to train on the labeled part"
+            )
+    metadata = {"source": f"import:{format}", "annotations": annotations_uri}
+    if selection is not None:
+        metadata.update(_selection_metadata(selection))
+    return Labels(np.asarray(sample_ids, dtype=object), np.asarray(indices, dtype=np.int64), classes, metadata)
