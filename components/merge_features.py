@@ -1,0 +1,19 @@
+from typing import List
+
+from kfp import dsl
+
+from ._image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def merge_features(shards: dsl.Input[List[dsl.Dataset]], features: dsl.Output[dsl.Dataset]):
+    """Merge the features of every extraction shard into one features artifact, in manifest order.
+
+    Args:
+        shards: The features artifacts of all shards (collected from the extraction fan-out).
+        features: The merged features artifact; its identity is the content hash of ids and values.
+    """
+    from active_finetuning.extraction import merge_features as merge
+
+    table = merge([shard.path for shard in shards], features.path)
+    features.metadata.update({"samples": len(table), "dim": table.dim, "identity": table.identity()})

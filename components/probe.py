@@ -1,0 +1,42 @@
+from kfp import dsl
+
+from ._image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def probe(features: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset], labels: dsl.Input[dsl.Dataset],
+          test_features: dsl.Input[dsl.Dataset], probe_params: dict, metrics: dsl.Output[dsl.Metrics],
+          confusion: dsl.Output[dsl.ClassificationMetrics], report: dsl.Output[dsl.Artifact]) -> str:
+    """Score a selection without finetuning: a linear probe and a kNN classifier on its features.
+
+    Args:
+        features: The pool's features artifact.
+        selection: The selection artifact.
+        labels: The labels of the selected samples.
+        test_features: The test set's features (same model), with labels.
+        probe_params: Overrides of the probe settings, e.g. ``{"C": 0.5, "k": 20}``.
+        metrics: Scalar metrics for the KFP UI.
+        confusion: The linear probe's confusion matrix for the KFP UI.
+        report: Every metric as JSON.
+
+    Returns:
+        The summary handed to the study (JSON: accuracy, numeric metrics, confusion matrix).
+    """
+    import json
+
+    from active_finetuning.artifacts import read_features, read_selection
+    from active_finetuning.evaluation import ProbeParams, probe as run_probe, write_metrics
+    from active_finetuning.labels import read_labels
+    from active_finetuning.study import result_summary
+
+    result = run_probe(read_features(features.path), read_selection(selection.path),
+                       read_features(test_features.path), labels=read_labels(labels.path),
+                       params=ProbeParams(**dict(probe_params)))
+    write_metrics(result, report.path)
+    summary = result_summary(result)
+    for name, value in summary["metrics"].items():
+        if "per_class_accuracy" not in name:
+            metrics.log_metric(name, value)
+    matrix = summary["confusion_matrix"]
+    confusion.log_confusion_matrix(matrix["categories"], matrix["matrix"])
+    return json.dumps(summary)
