@@ -16,6 +16,9 @@ from .errors import InputError
 # name -> (module under active_finetuning.commands, one-line help)
 # A new command adds one line here and one module under commands/.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "manifest": ("manifest", "build a manifest from an image folder, a CSV/JSONL list or a Parquet file"),
+    "extract": ("extract", "extract a timm model's features for the images of a manifest"),
+    "merge-features": ("merge_features", "concatenate features shards into one features artifact"),
     "select": ("select", "select a budget of samples from a features artifact"),
     "methods": ("methods", "list the registered selection methods and their parameters"),
     "demo": ("demo", "run the main job on the embedded default data set"),

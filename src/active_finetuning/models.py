@@ -36,12 +36,15 @@ _IGNORED_SUFFIXES = ("num_batches_tracked",)
 _WRAPPER_KEYS = ("state_dict", "model", "model_state", "module", "model_ema")
 
 
-def create_model(name: str, weights: str | None = None, num_classes: int = 0, **overrides):
+def create_model(name: str, weights: str | None = None, num_classes: int = 0, seed: int = 0, **overrides):
     """Any timm model by name, in eval mode, with ``weights`` loaded; ``num_classes=0`` drops the head.
 
-    ``overrides`` go to ``timm.create_model`` (e.g. ``img_size=64``, ``drop_rate=0.1``).
+    ``overrides`` go to ``timm.create_model`` (e.g. ``img_size=64``, ``drop_rate=0.1``). Tensors the
+    weights do not cover (a new classifier, or all of them without weights) are initialised from
+    ``seed``, so the same call gives the same model; the global RNG is left as it was.
     """
     import timm
+    import torch
 
     if not isinstance(name, str) or not timm.is_model(name):
         close = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.6)
@@ -55,7 +58,9 @@ def create_model(name: str, weights: str | None = None, num_classes: int = 0, **
         except Exception as err:
             raise InputError(f"timm could not fetch pretrained weights for {name!r} ({type(err).__name__}: "
                              f"{err}); give --weights a local or gs:// file instead") from None
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes, **overrides)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **overrides)
     if weights is not None:
         state = load_state_dict(weights)
         load_into(model, state, source=str(weights))
