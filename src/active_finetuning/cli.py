@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge-features": ("merge_features", "concatenate features shards into one features artifact"),
     "select": ("select", "select a budget of samples from a features artifact"),
     "methods": ("methods", "list the registered selection methods and their parameters"),
+    "diagnose": ("diagnose", "label-free coverage diagnostics of a selection (JSON and a PCA plot)"),
     "demo": ("demo", "run the main job on the embedded default data set"),
     "export-for-annotation": ("export_for_annotation", "write the selected images as Label Studio tasks or CSV"),
     "import-labels": ("import_labels", "turn an annotation export into a labels artifact"),

@@ -123,3 +123,11 @@ def minibatch_kmeans(
         centers[hit] += (sums[hit] - counts[hit, None] * centers[hit]) / seen[hit, None]
     labels, distances = nearest_center(points, centers)
     return KMeansResult(centers, labels, float(distances.sum()), steps)
+
+
+def cluster_pool(points: torch.Tensor, k: int, *, seed: int = 0, max_iter: int = 50, minibatch_above: int = 50,
+                 progress: bool = False) -> KMeansResult:
+    """k-means into ``k`` clusters: Lloyd's, or mini-batch k-means when ``k`` exceeds ``minibatch_above``."""
+    if k > minibatch_above:
+        return minibatch_kmeans(points, k, seed=seed, progress=progress)
+    return kmeans(points, k, seed=seed, max_iter=max_iter, progress=progress)

@@ -21,17 +21,9 @@ import torch
 
 from .. import storage
 from ..progress import progress_bar
-from .clustering import KMeansResult, kmeans, minibatch_kmeans
+from .clustering import cluster_pool, kmeans
 from .neighbours import euclidean_from_similarity, nearest_neighbours, nearest_other_group
 from .registry import Picks, register_selector, require
-
-
-def cluster_pool(features: torch.Tensor, k: int, *, seed: int, max_iter: int, minibatch_above: int,
-                 progress: bool = False) -> KMeansResult:
-    """k-means into ``k`` clusters; mini-batch k-means when ``k`` exceeds ``minibatch_above``."""
-    if k > minibatch_above:
-        return minibatch_kmeans(features, k, seed=seed, progress=progress)
-    return kmeans(features, k, seed=seed, max_iter=max_iter, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------
