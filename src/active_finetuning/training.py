@@ -309,8 +309,9 @@ def _checkpoint_bytes(model, optimizer, epoch: int, step: int, fingerprint: str,
     return save(tensors, metadata=meta)
 
 
-def _restore(uri: str, model, optimizer, fingerprint: str) -> tuple[int, int, list]:
-    from safetensors import SafetensorError, safe_open  # noqa: F401
+def _read_checkpoint(uri: str, fingerprint: str) -> tuple[dict, int, int, list]:
+    """(tensors, epoch, step, history) of a checkpoint, checked to belong to this run."""
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
     data = storage.read_bytes(uri)
@@ -328,6 +329,10 @@ def _restore(uri: str, model, optimizer, fingerprint: str) -> tuple[int, int, li
             f"checkpoint {uri!r} belongs to another run (different model, weights, labels or recipe); "
             "delete it, or finetune into another --out"
         )
+    return tensors, epoch, step, history
+
+
+def _restore(uri: str, tensors: dict, model, optimizer) -> None:
     state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
@@ -337,7 +342,6 @@ def _restore(uri: str, model, optimizer, fingerprint: str) -> tuple[int, int, li
     for index, param in enumerate(params):
         if f"momentum.{index}" in tensors:
             optimizer.state[param]["momentum_buffer"] = tensors[f"momentum.{index}"].to(param.device)
-    return epoch, step, history
 
 
 def finetune(manifest, labels, model: str, weights: str | None = None, out: str | None = None,
@@ -383,6 +387,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         if done.get("fingerprint") == fingerprint:  # a retried step whose work is already complete
             return done
 
+    checkpoint = _read_checkpoint(checkpoint_uri, fingerprint) if storage.exists(checkpoint_uri) else None
     train_overrides = dict(model_overrides)
     if recipe.drop_path > 0:
         train_overrides.setdefault("drop_path_rate", recipe.drop_path)
@@ -408,8 +413,9 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
 
     epochs, total_steps = recipe.plan(len(labels))
     start_epoch, step, history = 0, 0, []
-    if storage.exists(checkpoint_uri):
-        start_epoch, step, history = _restore(checkpoint_uri, network, optimizer, fingerprint)
+    if checkpoint is not None:
+        tensors, start_epoch, step, history = checkpoint
+        _restore(checkpoint_uri, tensors, network, optimizer)
     if run is not None:
         run.log_params({"model": model, "weights": weights or "random-init", "labeled": len(labels),
                         "classes": len(classes), "epochs": epochs, "total_steps": total_steps,
@@ -445,7 +451,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
             scaler.step(optimizer)
             scaler.update()
             step += 1
-            loss_sum += float(loss) * len(targets)
+            loss_sum += float(loss.detach()) * len(targets)
             hits += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
         metrics = {"train_loss": loss_sum / seen, "train_top1": hits / seen,
@@ -473,9 +479,10 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         "train_seconds": round(time.perf_counter() - started, 3), "history": history, "fingerprint": fingerprint,
     }
     storage.write_bytes(storage.join(out, MODEL_FILE), save(state, metadata={"format": "pt"}))
-    storage.write_bytes(config_uri, (json.dumps(config, indent=2) + "\n").encode())  # last: marks completion
+    text = json.dumps(config, indent=2) + "\n"
+    storage.write_bytes(config_uri, text.encode())  # last: marks completion
     storage.delete(checkpoint_uri)
     if run is not None:
         run.log_artifact(storage.join(out, MODEL_FILE), "model")
         run.log_artifact(config_uri, "model")
-    return config
+    return json.loads(text)
