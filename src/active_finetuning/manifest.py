@@ -112,7 +112,7 @@ def validate_manifest(manifest: Manifest) -> None:
     unique, counts = np.unique(manifest.sample_ids.astype(str), return_counts=True)
     if len(unique) != n:
         dup = unique[counts > 1]
-        raise InputError(f"column 'sample_id' of {where} has {len(dup)} duplicated ids (first: {dup[0]!r}); "
+        raise InputError(f"column 'sample_id' of {where} has {len(dup)} duplicated ids (first: {str(dup[0])!r}); "
                          "sample ids must be unique — de-duplicate the manifest")
     if manifest.uris is None and manifest.images is None:
         raise InputError(f"{where} has neither a 'uri' nor an 'image' column; give one of them")
