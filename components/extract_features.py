@@ -12,7 +12,7 @@ def extract_features(manifest: dsl.Input[dsl.Dataset], model_name: str, weights_
         manifest: The manifest artifact of the pool.
         model_name: A timm model name, e.g. ``tf_efficientnet_lite0``.
         weights_uri: Pretrained weights (``.safetensors`` or ``.pth``, local or ``gs://``); empty: none.
-        shard_index: Which shard (rows ``shard_index::num_shards``), ``0 <= shard_index < num_shards``.
+        shard_index: Which of ``num_shards`` contiguous slices of the manifest, from 0.
         num_shards: How many shards the manifest is split into.
         image_size: Input size in pixels; 0 takes the model's own.
         batch_size: Images per forward pass.
@@ -21,8 +21,8 @@ def extract_features(manifest: dsl.Input[dsl.Dataset], model_name: str, weights_
     from active_finetuning.extraction import extract
     from active_finetuning.manifest import read_manifest
 
-    table = extract(read_manifest(manifest.path), model=model_name, weights=weights_uri or None,
-                    out=features.path, shard_index=shard_index, num_shards=num_shards,
-                    image_size=image_size or None, batch_size=batch_size)
-    features.metadata.update({"samples": len(table), "dim": table.dim, "model": model_name,
-                              "shard": f"{shard_index}/{num_shards}"})
+    done = extract(read_manifest(manifest.path), model=model_name, weights=weights_uri or None,
+                   out=features.path, shard=(shard_index, num_shards), image_size=image_size or None,
+                   batch_size=batch_size, progress=False)
+    features.metadata.update({"samples": done.count, "dim": done.dim, "model": model_name,
+                              "shard": f"{shard_index}/{num_shards}", "seconds": round(done.seconds, 1)})

@@ -40,7 +40,7 @@ def active_finetuning_pipeline(
     probe_params: dict = {},
     recipe: dict = {},
     results_uri: str = "",
-):
+) -> str:
     """Compare selection methods across labeling budgets (mean ± std over seeds) and report in MLflow.
 
     Args:
@@ -61,6 +61,9 @@ def active_finetuning_pipeline(
         probe_params: Probe settings, e.g. {"C": 0.5}.
         recipe: Finetuning recipe overrides, e.g. {"epochs": 30}.
         results_uri: A folder that also receives the report's table, plot and rows; empty: none.
+
+    Returns:
+        The accuracy table (Markdown) of the report.
     """
     study = place(start_study(
         experiment=mlflow_experiment, tracking_uri=mlflow_tracking_uri, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -101,4 +104,6 @@ def active_finetuning_pipeline(
                                    selection=selection.outputs["selection"], cell=cell,
                                    summary=dsl.OneOf(probed.outputs["Output"], scored.outputs["Output"]),
                                    evaluation=evaluation, probe_params=probe_params, recipe=recipe))
-    place(report(study=study.outputs["study"], rows=dsl.Collected(tracked.output), results_uri=results_uri))
+    reported = place(report(study=study.outputs["study"], rows=dsl.Collected(tracked.output),
+                            results_uri=results_uri))
+    return reported.outputs["Output"]

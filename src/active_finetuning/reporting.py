@@ -71,7 +71,8 @@ def selection_figure(pool, selection, title: str = "", max_points: int = 20000, 
         shown = np.random.default_rng(seed).choice(len(xy), max_points, replace=False)
     figure, axis = plt.subplots(figsize=(6, 6))
     colours = pool.labels[shown] if pool.labels is not None else "lightgray"
-    axis.scatter(xy[shown, 0], xy[shown, 1], s=4, c=colours, cmap="tab10" if pool.labels is not None else None,
+    size = float(np.clip(4000 / len(shown), 4, 24))
+    axis.scatter(xy[shown, 0], xy[shown, 1], s=size, c=colours, cmap="tab10" if pool.labels is not None else None,
                  alpha=0.35, linewidths=0)
     roles = np.asarray(selection.role).astype(str)
     for role, style in ROLE_STYLE.items():

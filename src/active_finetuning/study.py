@@ -140,6 +140,7 @@ def result_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "accuracy": accuracy_of(metrics),
         "metrics": numbers,
         "confusion_matrix": source.get("confusion_matrix"),
+        "params": dict(metrics.get("params") or {}),
     }
 
 
@@ -165,7 +166,8 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
                    tracking_uri=ref.tracking_uri, parent_run_id=ref.run_id, tags=tags) as run:
         run.log_params({"method": method, "budget": budget, "budget_count": meta.get("budget"), "seed": seed,
                         "pool_size": meta.get("pool_size"), "selection": meta.get("params", {}),
-                        **{k: v for k, v in params.items()}})
+                        # the effective evaluation settings win over the overrides they include
+                        **params, **({summary["kind"]: summary["params"]} if summary.get("params") else {})})
         run.log_metrics({"accuracy": summary["accuracy"], **summary.get("metrics", {})})
         confusion = summary.get("confusion_matrix")
         if confusion:
