@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("finetune", "finetune a pretrained timm model on the labeled selection"),
     "evaluate": ("evaluate", "score a finetuned model on a test manifest"),
     "probe": ("probe", "linear probe and kNN on the selected samples' features"),
+    "run": ("run", "run the budget-study pipeline on this machine (kfp.local)"),
+    "compile": ("compile", "compile the budget-study pipeline to KFP v2 YAML"),
+    "submit": ("submit", "upload the pipeline to Kubeflow Pipelines and start a run"),
+    "schedule": ("schedule", "create a recurring run of the pipeline on Kubeflow Pipelines"),
 }
 
 
