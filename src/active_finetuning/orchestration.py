@@ -127,10 +127,13 @@ def upload(client, package: Path, name: str, version: str | None = None) -> tupl
     """Upload ``package`` as a new version of pipeline ``name`` (created on first upload)."""
     version = version or f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     pipeline_id = client.get_pipeline_id(name)
-    if pipeline_id is None:
+    if pipeline_id is None:  # the first upload creates the pipeline with this package as its one version
         pipeline = client.upload_pipeline(str(package), pipeline_name=name,
                                           description="active-finetuning budget study")
-        pipeline_id = pipeline.pipeline_id
+        versions = client.list_pipeline_versions(pipeline.pipeline_id).pipeline_versions or []
+        if len(versions) != 1:
+            raise InputError(f"pipeline {name!r} was created with {len(versions)} versions; expected 1")
+        return pipeline.pipeline_id, versions[0].pipeline_version_id
     uploaded = client.upload_pipeline_version(str(package), pipeline_version_name=version, pipeline_id=pipeline_id)
     return pipeline_id, uploaded.pipeline_version_id
 
