@@ -169,6 +169,9 @@ def test_empty_single_class_and_unknown_labels_are_refused(data, tmp_path):
         finetune(train, stranger, model=MODEL, out=str(tmp_path / "m"), **FAST)
     with pytest.raises(InputError, match="empty"):
         Labels(np.asarray([], dtype=object), np.asarray([], dtype=np.int64))
+    other_names = Labels(train.sample_ids, train.labels, ["r", "g", "b"])
+    with pytest.raises(InputError, match="import the labels against this manifest"):
+        finetune(train, other_names, model=MODEL, out=str(tmp_path / "m"), **FAST)
     assert not (tmp_path / "m").exists()
 
 

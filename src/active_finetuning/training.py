@@ -288,7 +288,13 @@ def _fingerprint(**parts) -> str:
 
 
 def _resolve_classes(labels, manifest) -> list[str]:
-    classes = labels.classes or getattr(manifest, "classes", None)
+    manifest_classes = getattr(manifest, "classes", None)
+    if labels.classes is not None and manifest_classes is not None and list(labels.classes) != list(manifest_classes):
+        raise InputError(
+            f"the labels name classes {list(labels.classes)} but the manifest {list(manifest_classes)}; "
+            "import the labels against this manifest"
+        )
+    classes = labels.classes or manifest_classes
     if classes is None:
         top = int(labels.labels.max())
         if manifest.labels is not None:
