@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[250, 500, 1000])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--selections", default="outputs/probe-study", help="folder caching the selections")
+    parser.add_argument("--reuse", nargs="*", default=[],
+                        help="read-only folders of selections named <method>-b<budget>-s<seed>.parquet (e.g. "
+                             "budget_study.py's cache) used before selecting anew; same inputs, same selection")
     parser.add_argument("--json", help="write every run and the summary here")
     args = parser.parse_args()
 
@@ -39,15 +42,20 @@ def main() -> None:
     train = read_features(args.features_train)
     test = read_features(args.features_test)
     cache = Path(args.selections)
+    identity = train.identity()
     runs = []
     for method in args.methods:
         for budget in args.budgets:
             for seed in args.seeds:
-                path = cache / f"{method}-{budget}-seed{seed}.parquet"
+                name = f"{method}-b{budget}-s{seed}.parquet"
+                found = [Path(d) / name for d in [cache, *args.reuse] if (Path(d) / name).exists()]
                 started = time.perf_counter()
-                if path.exists():
-                    selection, seconds = read_selection(str(path), pool=train), None
+                if found:
+                    path = found[0]
+                    selection, seconds = read_selection(str(path), pool=train), recorded_seconds(path)
+                    check_parameters(selection, method, budget, seed, identity, path)
                 else:
+                    path = cache / name
                     selection = select(train, budget, method, seed=seed, progress=False)
                     seconds = time.perf_counter() - started
                     write_selection(selection, str(path))
@@ -62,6 +70,23 @@ def main() -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+
+
+def recorded_seconds(path: Path) -> float | None:
+    """The selection wall time stored beside a cached selection (``<name>.json``), if any."""
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        return json.loads(sidecar.read_text()).get("seconds")
+    return None
+
+
+def check_parameters(selection, method: str, budget: int, seed: int, identity: str, path: Path) -> None:
+    """A reused selection must be the one this study would make: same method, budget, seed, features."""
+    meta = selection.metadata
+    found = (meta.get("method"), meta.get("budget"), meta.get("seed"), meta.get("features_identity"))
+    if found != (method, budget, seed, identity):
+        raise SystemExit(f"{path} holds (method, budget, seed, features) {found}; expected "
+                         f"{(method, budget, seed, identity)}")
 
 
 def summarise(runs: list[dict]) -> list[dict]:
