@@ -1,0 +1,194 @@
+"""Budget study: every selector × budget × seed on pool features, scored by a probe and kNN.
+
+    python benchmarks/budget_study.py select --methods random,kmeans --budgets 250,500 --seeds 0,1,2
+    python benchmarks/budget_study.py evaluate
+    python benchmarks/budget_study.py report --plot benchmarks/budget_study.png
+
+``select`` caches one selection artifact per (method, budget, seed) under ``--cache`` (default
+``outputs/budget_study``) with its wall time beside it, and skips what is cached, so the grid can run
+in pieces and in the background. ``evaluate`` scores every cached selection: a logistic-regression
+probe on standardised features and a cosine kNN classifier, both trained on the selected samples with
+their ground-truth labels (oracle annotation) and scored on the test features (the evaluation
+layer's ``linear_probe``: logistic regression, C = 0.5, on standardised features; ``knn_scores``:
+20 neighbours by cosine, votes weighted by exp(cos / 0.07)). ``report`` prints the
+mean ± std table (Markdown) and draws accuracy against budget.
+
+Paths default to the CIFAR-10 fixture beside the checkout (``../shared/data/cifar10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "cifar10"
+METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "activeft", "bilaf")
+
+
+def _key(method: str, budget: int, seed: int) -> str:
+    return f"{method}-b{budget}-s{seed}"
+
+
+def command_select(args) -> None:
+    import torch
+
+    from active_finetuning.artifacts import read_features, write_selection
+    from active_finetuning.selection import select
+
+    torch.set_num_threads(args.threads)
+    pool = read_features(args.train)
+    out = Path(args.cache) / "selections"
+    for budget in args.budgets:
+        for seed in args.seeds:
+            for method in args.methods:
+                key = _key(method, budget, seed)
+                path = out / f"{key}.parquet"
+                if path.exists():
+                    continue
+                params = method_params(method, args.cache)
+                selection = select(pool, budget, method, seed=seed, progress=args.progress, **params)
+                write_selection(selection, str(path))
+                (out / f"{key}.json").write_text(json.dumps({"seconds": selection.seconds,
+                                                             "threads": args.threads,
+                                                             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
+                print(f"{key}: {selection.seconds:.1f} s", flush=True)
+
+
+def method_params(method: str, cache: str) -> dict:
+    """Defaults everywhere, except that ProbCover keeps its neighbour graph between runs (same pool)."""
+    return {"graph_cache": str(Path(cache) / "graphs")} if method == "probcover" else {}
+
+
+def command_evaluate(args) -> None:
+    from active_finetuning.artifacts import read_features, read_selection
+
+    train = read_features(args.train)
+    test = read_features(args.test)
+    scorer = _scorer()
+    results_path = Path(args.cache) / "scores.json"
+    scores = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for path in sorted((Path(args.cache) / "selections").glob("*.parquet")):
+        key = path.stem
+        if key in scores:
+            continue
+        selection = read_selection(str(path), pool=train)
+        rows = selection.indices
+        accuracy = scorer(train.features[rows], train.labels[rows], test.features, test.labels)
+        timing = json.loads(path.with_suffix(".json").read_text())
+        scores[key] = {**accuracy, "seconds": timing["seconds"], "threads": timing.get("threads")}
+        results_path.write_text(json.dumps(scores, indent=1, sort_keys=True))
+        print(key, {k: round(v, 4) for k, v in accuracy.items()}, flush=True)
+
+
+def _scorer():
+    """Top-1 accuracy of the evaluation layer's linear probe and kNN classifier."""
+    from active_finetuning.evaluation import knn_scores, linear_probe
+
+    def score(train_x, train_y, test_x, test_y) -> dict:
+        train_x = np.asarray(train_x, dtype=np.float32)
+        test_x = np.asarray(test_x, dtype=np.float32)
+        classes = int(max(train_y.max(), test_y.max())) + 1
+        return {
+            "probe": float((linear_probe(train_x, train_y, test_x, classes).argmax(1) == test_y).mean()),
+            "knn": float((knn_scores(train_x, train_y, test_x, classes).argmax(1) == test_y).mean()),
+        }
+
+    return score
+
+
+def load_scores(cache: str) -> dict:
+    path = Path(cache) / "scores.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def summarise(scores: dict) -> dict:
+    """{(method, budget): {metric: (mean, std, runs)}} over seeds."""
+    grouped: dict = {}
+    for key, value in scores.items():
+        method, budget, _ = key.rsplit("-", 2)
+        grouped.setdefault((method, int(budget[1:])), []).append(value)
+    table = {}
+    for group, runs in grouped.items():
+        table[group] = {metric: (float(np.mean([r[metric] for r in runs])),
+                                 float(np.std([r[metric] for r in runs])), len(runs))
+                        for metric in ("probe", "knn", "seconds")}
+    return table
+
+
+def command_report(args) -> None:
+    table = summarise(load_scores(args.cache))
+    budgets = sorted({b for _, b in table})
+    methods = [m for m in METHODS if any((m, b) in table for b in budgets)]
+    for metric, title in (("probe", "linear probe"), ("knn", "weighted 20-NN")):
+        print(f"\n{title} accuracy (%), mean ± std over seeds (n = runs)\n")
+        print("| method | " + " | ".join(str(b) for b in budgets) + " |")
+        print("| --- |" + " --- |" * len(budgets))
+        for method in methods:
+            cells = []
+            for budget in budgets:
+                if (method, budget) not in table:
+                    cells.append("–")
+                    continue
+                mean, std, runs = table[method, budget][metric]
+                cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}" + ("" if runs == 3 else f" (n={runs})"))
+            print(f"| {method} | " + " | ".join(cells) + " |")
+    print("\nselection time (s), mean over seeds\n")
+    print("| method | " + " | ".join(str(b) for b in budgets) + " |")
+    print("| --- |" + " --- |" * len(budgets))
+    for method in methods:
+        cells = [f"{table[method, b]['seconds'][0]:.1f}" if (method, b) in table else "–" for b in budgets]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    if args.plot:
+        _plot(table, methods, budgets, args.plot)
+        print(f"\nplot: {args.plot}")
+
+
+def _plot(table, methods, budgets, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axis, metric, title in zip(axes, ("probe", "knn"), ("linear probe", "20-NN")):
+        for method in methods:
+            xs = [b for b in budgets if (method, b) in table]
+            means = np.array([100 * table[method, b][metric][0] for b in xs])
+            stds = np.array([100 * table[method, b][metric][1] for b in xs])
+            axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=method)
+        axis.set_xscale("log")
+        axis.set_xticks(budgets, [str(b) for b in budgets])
+        axis.set_xlabel("labeled samples (budget)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("select", "evaluate", "report"))
+    parser.add_argument("--train", default=str(DATA / "features-train.parquet"))
+    parser.add_argument("--test", default=str(DATA / "features-test.parquet"))
+    parser.add_argument("--cache", default=str(ROOT / "outputs" / "budget_study"))
+    parser.add_argument("--methods", default=",".join(METHODS), type=lambda s: s.split(","))
+    parser.add_argument("--budgets", default="250,500,1000,2500", type=lambda s: [int(b) for b in s.split(",")])
+    parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for selection (default 1)")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--plot", help="PNG path for the accuracy-vs-budget plot (report stage)")
+    args = parser.parse_args(argv)
+    {"select": command_select, "evaluate": command_evaluate, "report": command_report}[args.stage](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
