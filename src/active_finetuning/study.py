@@ -150,7 +150,7 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
 
     Tags: method, budget, seed, features identity, KFP run id. Params: every selection parameter
     (from the selection's metadata) and ``params`` (evaluation/training). Metrics: ``summary``'s.
-    Artifacts: the selection Parquet and, given ``features_uri``, the 2-D selection plot.
+    Artifacts: the selection Parquet (``selection.parquet``) and, given ``features_uri``, the 2-D selection plot.
     """
     from .artifacts import read_features, read_selection
     from .reporting import selection_figure
@@ -172,7 +172,11 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
         confusion = summary.get("confusion_matrix")
         if confusion:
             run.log_confusion_matrix(confusion["categories"], confusion["matrix"])
-        run.log_artifact(selection_uri, "selection")
+        with tempfile.TemporaryDirectory() as tmp:  # KFP artifact files have no extension
+            named = Path(tmp) / "selection.parquet"
+            with storage.open_input(selection_uri) as source:
+                named.write_bytes(source.read())
+            run.log_artifact(str(named))
         if features_uri:
             import matplotlib.pyplot as plt
 
