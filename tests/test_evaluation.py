@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, f1_score, top_k_accuracy_score
 
 from active_finetuning.artifacts import FeatureTable, Selection, write_features, write_selection
+from active_finetuning.cli import main
 from active_finetuning.errors import InputError
 from active_finetuning.evaluation import ProbeParams, classification_metrics, knn_scores, probe
 from active_finetuning.labels import Labels, write_labels
@@ -100,17 +101,17 @@ def test_probe_cli_prints_and_writes_both_classifiers(pools, tmp_path):
     assert written["knn"]["confusion_matrix"]["matrix"] and written["linear_probe"]["top1"] > 0.8
 
 
-def test_probe_cli_bad_labels_exit_2_and_write_nothing(pools, tmp_path):
+def test_probe_cli_bad_labels_exit_2_and_write_nothing(pools, tmp_path, capsys):
     train, test = pools
     write_features(train, str(tmp_path / "train.parquet"))
     write_features(test, str(tmp_path / "test.parquet"))
     write_selection(_selection(train.sample_ids[:30]), str(tmp_path / "sel.parquet"))
     write_labels(Labels(train.sample_ids[:30], np.zeros(30, dtype=np.int64)), str(tmp_path / "labels.parquet"))
     out = tmp_path / "probe.json"
-    result = run_cli("probe", "--features-train", str(tmp_path / "train.parquet"), "--selection",
-                     str(tmp_path / "sel.parquet"), "--features-test", str(tmp_path / "test.parquet"),
-                     "--labels", str(tmp_path / "labels.parquet"), "--out", str(out))
-    assert result.returncode == 2 and "single class" in result.stderr
+    code = main(["probe", "--features-train", str(tmp_path / "train.parquet"), "--selection",
+                 str(tmp_path / "sel.parquet"), "--features-test", str(tmp_path / "test.parquet"),
+                 "--labels", str(tmp_path / "labels.parquet"), "--out", str(out)])
+    assert code == 2 and "single class" in capsys.readouterr().err
     assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
 
 

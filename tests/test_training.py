@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from active_finetuning.cli import main
 from active_finetuning.errors import InputError
 from active_finetuning.labels import Labels, write_labels
 from active_finetuning.manifest import Manifest, write_manifest
@@ -96,14 +97,15 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(data
     assert again == []  # a retry of a finished step does no work
 
 
-def test_a_corrupt_or_foreign_checkpoint_is_an_error_and_nothing_is_written(data, tmp_path):
+def test_a_corrupt_or_foreign_checkpoint_is_an_error_and_nothing_is_written(data, tmp_path, capsys):
     out = tmp_path / "model"
     out.mkdir()
     (out / CHECKPOINT_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    result = run_cli("finetune", "--manifest", str(data["root"] / "train.parquet"), "--labels",
-                     str(data["root"] / "labels.parquet"), "--model", MODEL, "--out", str(out), "--no-tracking",
-                     "--epochs", "1", "--image-size", "32", "--drop-path", "0")
-    assert result.returncode == 2 and "is corrupt" in result.stderr and "delete it" in result.stderr
+    code = main(["finetune", "--manifest", str(data["root"] / "train.parquet"), "--labels",
+                 str(data["root"] / "labels.parquet"), "--model", MODEL, "--out", str(out), "--no-tracking",
+                 "--epochs", "1", "--image-size", "32", "--drop-path", "0"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "is corrupt" in stderr and "delete it" in stderr
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
     from active_finetuning.training import _checkpoint_bytes  # a checkpoint of another recipe
     import torch
@@ -123,11 +125,12 @@ def _damaged_model(data, tmp_path, damage):
     return model
 
 
-def test_evaluate_cli_rejects_a_model_whose_config_and_weights_disagree(data, tmp_path):
+def test_evaluate_cli_rejects_a_model_whose_config_and_weights_disagree(data, tmp_path, capsys):
     model = _damaged_model(data, tmp_path, lambda c: {**c, "num_classes": 4, "classes": c["classes"] + ["pink"]})
-    result = run_cli("evaluate", "--model", str(model), "--manifest", str(data["root"] / "test.parquet"),
-                     "--out", str(tmp_path / "metrics.json"), "--no-tracking")
-    assert result.returncode == 2 and "do not match its config" in result.stderr, result.stderr
+    code = main(["evaluate", "--model", str(model), "--manifest", str(data["root"] / "test.parquet"),
+                 "--out", str(tmp_path / "metrics.json"), "--no-tracking"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "do not match its config" in stderr, stderr
     assert not (tmp_path / "metrics.json").exists()
 
 
