@@ -88,6 +88,13 @@ def test_signed_urls_are_v4_signatures_of_the_gs_object(tmp_path):
     assert not (tmp_path / "u.json").exists()
 
 
+def test_credentials_that_cannot_sign_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # anonymous credentials, no key
+    with pytest.raises(InputError, match="cannot sign a URL for 'gs://pool-bucket/images/003.png'"):
+        export_for_annotation(_selection([3]), _manifest(), str(tmp_path / "t.json"), signed_urls=True)
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_label_studio_config_names_every_class():
     config = label_studio_config(CLASSES)
     assert all(f'<Choice value="{c}"/>' in config for c in CLASSES) and '<Choices name="label"' in config

@@ -147,11 +147,22 @@ def image_url(uri: str, signed: bool = False, expiry: timedelta = timedelta(days
     bucket, _, name = uri[len("gs://"):].partition("/")
     if not bucket or not name:
         raise InputError(f"{uri!r} is not a gs://bucket/object URI")
-    client = gcs.Client(credentials=credentials, project="-") if credentials is not None else gcs.Client()
-    blob = client.bucket(bucket).blob(name)
+    from google.auth.exceptions import GoogleAuthError
+
     try:
-        return blob.generate_signed_url(version="v4", expiration=expiry, method="GET", credentials=credentials)
-    except AttributeError as err:  # google-auth: credentials without a private key cannot sign
+        client = gcs.Client(credentials=credentials, project="-") if credentials is not None else gcs.Client()
+        credentials = credentials or client._credentials
+        extra = {}
+        if not hasattr(credentials, "sign_bytes") and hasattr(credentials, "service_account_email"):
+            # Workload Identity / metadata-server credentials hold no key: sign through the IAM API
+            import google.auth.transport.requests
+
+            credentials.refresh(google.auth.transport.requests.Request())
+            extra = {"service_account_email": credentials.service_account_email, "access_token": credentials.token}
+        blob = client.bucket(bucket).blob(name)
+        return blob.generate_signed_url(version="v4", expiration=expiry, method="GET", credentials=credentials,
+                                        **extra)
+    except (AttributeError, GoogleAuthError) as err:  # credentials that cannot sign
         raise InputError(
             f"cannot sign a URL for {uri!r}: the credentials in the environment cannot sign ({err}); use a "
             "service account key or export gs:// URIs without --signed-urls"
