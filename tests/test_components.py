@@ -184,3 +184,15 @@ def test_pipeline_configuration_is_validated(tmp_path):
     with pytest.raises(InputError, match="6, seconds first: use '0 0 2 \\* \\* \\*'"):
         check_cron("0 2 * * *")
     assert check_cron("0  0 2 * * *") == "0 0 2 * * *"
+
+
+def test_an_unreachable_tracking_server_is_retried_then_named():
+    import time
+
+    from active_finetuning.errors import InputError
+    from active_finetuning.study import start_study
+
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"http://127\.0\.0\.1:9.*could not be reached after \d+ attempts"):
+        start_study("e", {"methods": ["random"]}, tracking_uri="http://127.0.0.1:9")
+    assert time.monotonic() - start > 1, "it retries with backoff before failing"
