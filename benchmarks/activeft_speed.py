@@ -1,0 +1,200 @@
+"""ActiveFT speed and memory: our selector against the dense reference, in one process.
+
+    python benchmarks/activeft_speed.py --features ../shared/data/cifar10/features-train.parquet
+    python benchmarks/activeft_speed.py --iterations 20        # a quick run while developing
+
+The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
+similarity matrix, as in the official code. Both start from the same initial centroids
+(``random.Random(seed).sample(range(N), B)``). Printed (and written with ``--json``): wall and CPU
+seconds of each, their ratio, shared picks, both final objectives (the official loss of the last
+iteration, ALGORITHMS.md §2.4) and their relative difference, the FLOP floor of a plain iteration
+(one N×B×d product, 2·N·B·d FLOPs) at this CPU's measured float32 and bfloat16 GEMM rates, and peak
+resident memory (VmHWM of a child process: whole-process figures, torch's libraries included)
+of our selector and of the reference on features loaded from a ``.npy`` file, and of the CLI ``select``
+command end to end from the Parquet artifact (see ``--memory-iterations``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "features-train.parquet"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--features", default=str(DEFAULT_FEATURES), help="features artifact (Parquet)")
+    parser.add_argument("--budget", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gemm-repeats", type=int, default=5, help="timed GEMMs per rate (median)")
+    parser.add_argument("--memory-iterations", type=int, default=5,
+                        help="iterations of the memory child (the peak is reached in the first one)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--memory-child", choices=["ours", "reference", "cli"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        print(json.dumps(memory_child(args)))
+        return
+    figures = run(args)
+    print(report(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def load(path: str):
+    from active_finetuning.artifacts import read_features
+    from active_finetuning.selection.api import unit_rows
+
+    table = read_features(path)
+    return table, unit_rows(table.features)
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def gemm_rates(features, budget: int, repeats: int) -> dict:
+    import torch
+
+    centers = features[torch.randperm(features.shape[0], generator=torch.Generator().manual_seed(0))[:budget]]
+    flops = 2 * features.shape[0] * budget * features.shape[1]
+    rates = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        left, right = features.to(dtype), centers.to(dtype)
+        left @ right.T  # warm-up
+        seconds = statistics.median(timed(lambda: left @ right.T)[1] for _ in range(repeats))
+        rates[name] = {"seconds": seconds, "gflops": flops / seconds / 1e9}
+    return {"flops_per_iteration": flops, **rates}
+
+
+def run(args) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from active_finetuning.selection import select
+    from tests.oracles.activeft_dense import dense_activeft
+
+    table, features = load(args.features)
+    n, dim = features.shape
+    figures = {"n": n, "d": dim, "budget": args.budget, "iterations": args.iterations,
+               "threads": args.threads, "seed": args.seed, "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
+    selection, wall, cpu = timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
+                                                iterations=args.iterations))
+    ours = [int(i) for i in selection.indices]
+    figures["ours"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": selection.metadata["info"]["final_loss"]}
+    (reference, reference_loss), wall, cpu = timed(lambda: dense_activeft(features, args.budget, seed=args.seed,
+                                                                          iterations=args.iterations))
+    figures["reference"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": reference_loss}
+    figures["speedup"] = figures["reference"]["seconds"] / figures["ours"]["seconds"]
+    figures["speedup_cpu"] = figures["reference"]["cpu_seconds"] / figures["ours"]["cpu_seconds"]
+    figures["shared_picks"] = len(set(ours) & set(reference))
+    figures["same_order"] = ours == list(reference)
+    figures["loss_relative_difference"] = abs(figures["ours"]["final_loss"] - reference_loss) / abs(reference_loss)
+    floor = figures["gemm"]["flops_per_iteration"] * args.iterations
+    figures["floor_seconds"] = {name: floor / (figures["gemm"][name]["gflops"] * 1e9) for name in ("fp32", "bf16")}
+    figures["memory"] = memory_of(args, features)
+    figures["memory"]["iterations"] = args.memory_iterations
+    return figures
+
+
+def memory_of(args, features) -> dict:
+    """Peak resident memory (VmHWM of a fresh child process, so whole-process figures: interpreter,
+    torch's libraries, the features and the working set) of our selector, of the reference, and
+    of the CLI ``select`` end to end from the Parquet artifact."""
+    import numpy as np
+
+    common = ["--budget", str(args.budget), "--iterations", str(args.memory_iterations),
+              "--threads", str(args.threads), "--seed", str(args.seed)]
+    figures = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        array = Path(scratch) / "features.npy"
+        np.save(array, features.numpy())
+        for which, source in (("ours", array), ("reference", array), ("cli", args.features)):
+            command = [sys.executable, __file__, "--memory-child", which, "--features", str(source),
+                       "--json", str(Path(scratch) / "selection.parquet"), *common]
+            out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
+                                 env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            figures[which] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def peak_rss_mib() -> float:
+    """This process's resident high-water mark (VmHWM; unlike ru_maxrss it starts afresh at exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(args) -> dict:
+    """Run one side; report the resident peak after loading the features and at the end."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    if args.memory_child == "cli":
+        from active_finetuning.cli import main as cli
+
+        cli(["select", "--method", "activeft", "--features", args.features, "--out", args.json,
+             "--budget", str(args.budget), "--iterations", str(args.iterations), "--seed", str(args.seed),
+             "--threads", str(args.threads), "--no-progress"])
+        return {"peak_rss_mib": peak_rss_mib()}
+    features = np.load(args.features)
+    loaded = peak_rss_mib()
+    if args.memory_child == "ours":
+        from active_finetuning.selection import select
+
+        select(features, args.budget, "activeft", seed=args.seed, iterations=args.iterations)
+    else:
+        from tests.oracles.activeft_dense import dense_activeft
+
+        dense_activeft(torch.from_numpy(features), args.budget, seed=args.seed, iterations=args.iterations)
+    return {"peak_rss_mib": peak_rss_mib(), "after_loading_mib": loaded}
+
+
+def report(f: dict) -> str:
+    g, it = f["gemm"], f["iterations"]
+    ours, ref = f["ours"], f["reference"]
+    lines = [
+        f"N={f['n']} d={f['d']} B={f['budget']} iterations={it} threads={f['threads']} seed={f['seed']}",
+        f"GEMM N×d·d×B: fp32 {g['fp32']['seconds']:.3f} s ({g['fp32']['gflops']:.0f} GFLOP/s), "
+        f"bf16 {g['bf16']['seconds']:.3f} s ({g['bf16']['gflops']:.0f} GFLOP/s)",
+        f"reference (dense autograd): {ref['seconds']:.1f} s wall ({ref['seconds'] / it:.3f} s/iteration), "
+        f"{ref['cpu_seconds']:.1f} s CPU",
+        f"ours:                       {ours['seconds']:.1f} s wall ({ours['seconds'] / it:.3f} s/iteration), "
+        f"{ours['cpu_seconds']:.1f} s CPU",
+        f"speed-up: {f['speedup']:.2f}x wall, {f['speedup_cpu']:.2f}x CPU time",
+        f"shared picks: {f['shared_picks']}/{f['budget']} (same order: {f['same_order']})",
+        f"final objective: ours {ours['final_loss']:.6f}, reference {ref['final_loss']:.6f}, "
+        f"relative difference {f['loss_relative_difference']:.2e}",
+        f"floor (2·N·B·d per iteration × {it}): fp32 {f['floor_seconds']['fp32']:.1f} s, "
+        f"bf16 {f['floor_seconds']['bf16']:.1f} s; ours / floor: "
+        f"{ours['seconds'] / f['floor_seconds']['fp32']:.2f} (fp32), {ours['seconds'] / f['floor_seconds']['bf16']:.2f} (bf16)",
+    ]
+    m = f["memory"]
+    lines.append(f"peak RSS of a child process ({m['iterations']} iterations; torch's libraries included): "
+                 f"ours {m['ours']['peak_rss_mib']:.0f} MiB (after loading the unit features from .npy: "
+                 f"{m['ours']['after_loading_mib']:.0f} MiB), reference {m['reference']['peak_rss_mib']:.0f} MiB "
+                 f"(after loading: {m['reference']['after_loading_mib']:.0f} MiB), "
+                 f"CLI select from the Parquet artifact {m['cli']['peak_rss_mib']:.0f} MiB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
