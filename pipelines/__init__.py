@@ -1,13 +1,24 @@
 """Pipeline DAGs, shipped inside the package as ``active_finetuning.pipelines``.
 
-``active_finetuning_pipeline`` (``budget_study.py``) is the budget study; its compiled spec is
-committed beside it as ``active_finetuning_pipeline.yaml`` (``active-finetuning compile`` rewrites it).
+* ``active_finetuning_pipeline`` (``budget_study.py``): the budget study, oracle labels.
+* ``select_for_annotation_pipeline`` and ``train_on_annotations_pipeline`` (``annotation.py``): the
+  annotation loop around a labeling tool.
+
+Each compiled spec is committed beside its module (``<name>.yaml``); ``active-finetuning compile``
+rewrites them and a test fails when one is stale.
 """
 
 from pathlib import Path
 
+from .annotation import select_for_annotation_pipeline, train_on_annotations_pipeline
 from .budget_study import active_finetuning_pipeline
 
-COMPILED = {"active_finetuning_pipeline": Path(__file__).with_name("active_finetuning_pipeline.yaml")}
+PIPELINES = {
+    "active_finetuning_pipeline": active_finetuning_pipeline,
+    "select_for_annotation_pipeline": select_for_annotation_pipeline,
+    "train_on_annotations_pipeline": train_on_annotations_pipeline,
+}
+COMPILED = {name: Path(__file__).with_name(f"{name}.yaml") for name in PIPELINES}
 
-__all__ = ["active_finetuning_pipeline", "COMPILED"]
+__all__ = ["PIPELINES", "COMPILED", "active_finetuning_pipeline", "select_for_annotation_pipeline",
+           "train_on_annotations_pipeline"]

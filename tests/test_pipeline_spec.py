@@ -27,12 +27,28 @@ def _dag_tasks(spec) -> dict[str, dict]:
 
 
 def test_compiled_yaml_is_fresh(tmp_path, monkeypatch):
-    from active_finetuning.orchestration import compile_pipeline
+    from active_finetuning.orchestration import compile_all
+    from active_finetuning.pipelines import COMPILED
 
     monkeypatch.delenv("ACTIVE_FINETUNING_IMAGE", raising=False)
-    fresh = compile_pipeline(tmp_path / "fresh.yaml").read_text()
-    assert fresh == COMPILED.read_text(), (
-        "pipelines/active_finetuning_pipeline.yaml is stale: run `active-finetuning compile` and commit it")
+    for fresh in compile_all(tmp_path):
+        committed = COMPILED[fresh.stem]
+        assert committed.parent == ROOT / "pipelines" or committed.resolve().parent == (ROOT / "pipelines").resolve()
+        assert fresh.read_text() == committed.read_text(), (
+            f"pipelines/{committed.name} is stale: run `active-finetuning compile` and commit it")
+
+
+def test_annotation_loop_pipelines(tmp_path):
+    spec = yaml.safe_load_all((ROOT / "pipelines" / "select_for_annotation_pipeline.yaml").read_text())
+    spec = next(spec)
+    assert spec["root"]["dag"]["outputs"]["artifacts"]["Output"]
+    tasks = _dag_tasks(spec)
+    assert {"export-for-annotation", "select", "merge-features"} <= set(tasks)
+    spec = next(yaml.safe_load_all((ROOT / "pipelines" / "train_on_annotations_pipeline.yaml").read_text()))
+    tasks = _dag_tasks(spec)
+    assert {"importer", "import-labels", "finetune", "evaluate"} <= set(tasks)
+    assert tasks["import-labels"]["inputs"]["artifacts"]["selection"]["taskOutputArtifact"]["producerTask"] == "importer"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) >= {"selection_uri", "annotations_uri"}
 
 
 def test_pipeline_parameters(documents):

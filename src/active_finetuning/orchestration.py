@@ -20,16 +20,25 @@ from .errors import InputError
 PIPELINE = "active_finetuning_pipeline"
 
 
-def compile_pipeline(out: str | os.PathLike | None = None) -> Path:
-    """Compile the pipeline to YAML (default: the committed spec beside the pipeline's module)."""
+def compile_pipeline(out: str | os.PathLike | None = None, name: str = PIPELINE) -> Path:
+    """Compile one pipeline to YAML (default: its committed spec beside the pipeline's module)."""
     from kfp import compiler
 
-    from .pipelines import COMPILED, active_finetuning_pipeline
+    from .pipelines import COMPILED, PIPELINES
 
-    path = Path(out) if out else COMPILED[PIPELINE]
+    if name not in PIPELINES:
+        raise InputError(f"unknown pipeline {name!r}; choose from {sorted(PIPELINES)}")
+    path = Path(out) if out else COMPILED[name]
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(active_finetuning_pipeline, str(path))
+    compiler.Compiler().compile(PIPELINES[name], str(path))
     return path
+
+
+def compile_all(out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Compile every pipeline, to ``out_dir/<name>.yaml`` or to the committed specs."""
+    from .pipelines import PIPELINES
+
+    return [compile_pipeline(Path(out_dir) / f"{name}.yaml" if out_dir else None, name) for name in PIPELINES]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``active-finetuning compile``: the budget-study pipeline as KFP v2 YAML."""
+"""``active-finetuning compile``: the pipelines as KFP v2 YAML (upload them in the KFP UI or with `submit`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="YAML file to write (default: the committed spec in the package's pipelines/)")
+    parser.add_argument("--out-dir", help="folder for <pipeline>.yaml (default: the committed specs in pipelines/)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..orchestration import compile_pipeline
+    from ..orchestration import compile_all
 
-    path = compile_pipeline(args.out)
-    print(f"wrote {path}")
+    for path in compile_all(args.out_dir):
+        print(f"wrote {path}")
     return 0
