@@ -132,3 +132,29 @@ def test_snapping_equals_full_sort_even_when_topk_is_exhausted(topk):
     picks = snap_to_unique_samples(centers, pool, topk=topk, excluded=excluded)
     assert picks.tolist() == full_sort_snap(centers, pool, excluded)
     assert len(set(picks.tolist())) == len(picks) and not set(picks.tolist()) & {3, 7, 11}
+
+
+def test_screen_rescues_centers_that_the_bf16_screen_ranks_second():
+    # Adversarial rows: each point leans on the bfloat16 rounding residual r of one center so that
+    # the screen ranks the two centers the wrong way round by up to about the proven bound, while
+    # float32 ranks them right. With B = 2, (c₁ − ν) = −(c₂ − ν) and the residuals are opposite.
+    generator = torch.Generator().manual_seed(12)
+    points, centers = [], []
+    for pair in range(20):
+        c = unit(torch.randn(2, 64, generator=generator))
+        shifted = c.double() - c.double().mean(dim=0)
+        residual = shifted[0] - shifted[0].to(torch.bfloat16).double()
+        r_hat, spread = residual / residual.norm(), shifted[0]
+        for q in torch.linspace(0.05, 0.95, 10, dtype=torch.float64):
+            t = (q * residual.norm() - r_hat @ spread) / spread.norm()
+            points.append((r_hat + t * spread / spread.norm()).float())
+        centers.append(c)
+    flipped = 0
+    for pair, c in enumerate(centers):
+        rows = unit(torch.stack(points[10 * pair : 10 * pair + 10]))
+        truth = (rows.double() @ c.double().T).argmax(dim=1)
+        shifted = (c.double() - c.double().mean(dim=0)).to(torch.bfloat16)
+        screen = (rows.to(torch.bfloat16) @ shifted.T).float().argmax(dim=1)
+        flipped += int((screen != truth).sum())
+        assert_same_assignment(rows, c)
+    assert flipped >= 50  # the rows really do defeat a screen without the bound
