@@ -46,7 +46,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .core_count import default_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
-from .similarity import nearest_by_similarity, rows_per_block
+from .similarity import BLOCK_ELEMENTS, nearest_by_similarity, rows_per_block
 
 # The official code masks a sample's own core with this distance (it matters when K = 1).
 OWN_CORE_DISTANCE = 1e9 + 7
@@ -118,7 +118,7 @@ def run_bilaf(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
     cores, info = core_rows(pool, budget, params, seed=seed, progress=progress)
     timings["cores"] = time.perf_counter() - started
     picks = boundary_selection(pool.features, cores, budget, params, labeled=pool.labeled,
-                               sample_ids=pool.sample_ids, progress=progress, timings=timings)
+                               progress=progress, timings=timings)
     picks.info = {**info, **picks.info}
     return picks
 
@@ -187,7 +187,7 @@ class _Cluster:
 
 
 def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, params: BilafParams, *,
-                       labeled: np.ndarray | None = None, sample_ids=None, progress: bool = False,
+                       labeled: np.ndarray | None = None, progress: bool = False,
                        timings: dict | None = None) -> Picks:
     """BiLAF after the core stage: ``budget`` samples (cores included) from unit ``features``."""
     timings = {} if timings is None else timings
@@ -199,6 +199,9 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
     cores = np.sort(np.asarray(cores, dtype=np.int64))
     if len(cores) > budget:
         raise InputError(f"{len(cores)} cores exceed the budget ({budget}); lower num_cores")
+    if np.isin(cores, labeled).any():
+        raise InputError("some cores are already labeled; labeled samples are pseudo-class centres "
+                         "already — pass cores from the unlabeled samples")
     centers = np.sort(np.concatenate([cores, labeled]))
     is_labeled = np.isin(centers, labeled)
     dtype = torch.float64 if compat else torch.float32  # compat: the reference computes in float64
@@ -333,6 +336,16 @@ def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return squared.clamp_min_(0).sqrt_()
 
 
+def local_distances(x: torch.Tensor) -> torch.Tensor | None:
+    """The cluster's n×n distance matrix (zero diagonal) when it fits one block, else None."""
+    n = x.shape[0]
+    if n * n > BLOCK_ELEMENTS:
+        return None
+    distance = pairwise_distance(x, x)
+    distance.fill_diagonal_(0.0)
+    return distance
+
+
 def _row_blocks(rows: int, columns: int):
     step = rows_per_block(columns)
     for start in range(0, rows, step):
@@ -352,9 +365,10 @@ def _idc(x: torch.Tensor, center: int, params: BilafParams) -> np.ndarray:
             return np.arange(n)
         return np.concatenate([[center], np.delete(np.arange(n), center)])
     ring = max(1, int(n * params.ring_fraction))
+    matrix = local_distances(x)  # None for a large cluster: distances are then computed per ring
     if compat:
         # §3.4: ring 1 = the r members nearest the core by plain distance, the core among them.
-        to_core = pairwise_distance(x[center:center + 1], x)[0].numpy()
+        to_core = (matrix[center] if matrix is not None else pairwise_distance(x[center:center + 1], x)[0]).numpy()
         to_core[center] = 0.0
         admitted = list(np.lexsort((np.arange(n), to_core))[:ring])
         rings_left = n // ring - 1  # leftovers after ⌊n/r⌋ rings never enter
@@ -362,7 +376,7 @@ def _idc(x: torch.Tensor, center: int, params: BilafParams) -> np.ndarray:
         admitted = [center]  # §3.3: U starts as {c_i}; rings of r follow until all are in
         rings_left = n
     remaining = np.setdiff1d(np.arange(n), admitted)
-    nearest = _NearestAdmitted(x, remaining, params.density_k)
+    nearest = _NearestAdmitted(x, remaining, params.density_k, matrix)
     nearest.add(admitted, 0)
     while len(remaining) and rings_left > 0:
         density = nearest.density(compat)
@@ -390,8 +404,8 @@ class _NearestAdmitted:
     Merged ring by ring (O(candidates·(k + ring)) per ring), so no n×n matrix is held whole.
     """
 
-    def __init__(self, x: torch.Tensor, remaining: np.ndarray, k: int):
-        self.x, self.k = x, k
+    def __init__(self, x: torch.Tensor, remaining: np.ndarray, k: int, matrix: torch.Tensor | None):
+        self.x, self.k, self.matrix = x, k, matrix
         self.rows = torch.from_numpy(remaining)
         self.values = torch.full((len(remaining), 0), float("inf"), dtype=x.dtype)
         self.positions = torch.zeros((len(remaining), 0), dtype=torch.int64)
@@ -407,7 +421,10 @@ class _NearestAdmitted:
         new_positions = torch.arange(first_position, first_position + len(new))
         values, positions = [], []
         for block in _row_blocks(len(self.rows), len(new)):
-            distance = pairwise_distance(self.x[self.rows[block]], self.x[new])
+            if self.matrix is not None:
+                distance = self.matrix[self.rows[block]][:, new]
+            else:
+                distance = pairwise_distance(self.x[self.rows[block]], self.x[new])
             merged = torch.cat([self.values[block], distance], dim=1)
             where = torch.cat([self.positions[block], new_positions.expand(distance.shape[0], -1)], dim=1)
             top = min(self.k, merged.shape[1])
@@ -422,6 +439,8 @@ class _NearestAdmitted:
             return self.values.mean(dim=1).numpy()
         # §3.4 indexing bug: the positions of the k nearest admitted members, within the admitted
         # list, are read as local indices of the candidate's own distance row.
+        if self.matrix is not None:
+            return torch.gather(self.matrix[self.rows], 1, self.positions).mean(dim=1).numpy()
         out = torch.empty(len(self.rows), dtype=self.x.dtype)
         k = self.positions.shape[1]
         for block in _row_blocks(len(self.rows), k * self.x.shape[1]):
@@ -501,9 +520,10 @@ def _select_in_cluster(x: torch.Tensor, start: int, m: int, centers: torch.Tenso
                        params: BilafParams):
     """Local picks (``start`` first) and their scores in the denoised cluster ``x``."""
     n = x.shape[0]
+    matrix = local_distances(x)
     intra = torch.empty(n, dtype=x.dtype)  # §3.2 eq. 4: mean over all members, self included
     for block in _row_blocks(n, n):
-        intra[block] = pairwise_distance(x[block], x).sum(1) / n
+        intra[block] = (matrix[block] if matrix is not None else pairwise_distance(x[block], x)).sum(1) / n
     intra = intra.numpy()
     compat = params.reference_compat
     opponents = _Opponents(x, m, centers, 1 if compat else min(allocation, centers.shape[0] - 1), compat)
@@ -514,7 +534,10 @@ def _select_in_cluster(x: torch.Tensor, start: int, m: int, centers: torch.Tenso
     penalised = 0
     while len(picks) < allocation:
         node = picks[-1]
-        to_node = pairwise_distance(x[node:node + 1], x[torch.from_numpy(alive)])[0].numpy()
+        if matrix is not None:
+            to_node = matrix[node].numpy()[alive]
+        else:
+            to_node = pairwise_distance(x[node:node + 1], x[torch.from_numpy(alive)])[0].numpy()
         to_node[alive == node] = 0.0
         order = np.lexsort((alive, to_node))
         if not compat:  # the pick itself always leaves, even when an identical twin ties with it
