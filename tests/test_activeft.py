@@ -86,3 +86,13 @@ def test_byte_identical_with_one_and_two_threads(tmp_path):
         assert result.returncode == 0, result.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_screened_and_dense_assignment_select_the_same_samples():
+    features, _ = gaussian_mixture(1500, 40, 25, seed=12)
+    screened = select(features, 60, "activeft", seed=3, iterations=40)
+    dense = select(features, 60, "activeft", seed=3, iterations=40, assignment="dense")
+    assert screened.metadata["params"]["assignment"] == "screened"
+    assert dense.metadata["params"]["assignment"] == "dense"
+    assert screened.indices.tolist() == dense.indices.tolist()
+    assert screened.metadata["info"]["final_loss"] == pytest.approx(dense.metadata["info"]["final_loss"], rel=1e-6)
