@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gemm-repeats", type=int, default=5, help="timed GEMMs per rate (median)")
     parser.add_argument("--memory-iterations", type=int, default=5,
-                        help="iterations of the memory child (the peak is reached in the first one)")
+                        help="iterations of the memory children (the peak is reached in the first one); 0 skips them")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--memory-child", choices=["ours", "reference", "cli"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -108,8 +108,9 @@ def run(args) -> dict:
     figures["loss_relative_difference"] = abs(figures["ours"]["final_loss"] - reference_loss) / abs(reference_loss)
     floor = figures["gemm"]["flops_per_iteration"] * args.iterations
     figures["floor_seconds"] = {name: floor / (figures["gemm"][name]["gflops"] * 1e9) for name in ("fp32", "bf16")}
-    figures["memory"] = memory_of(args, features)
-    figures["memory"]["iterations"] = args.memory_iterations
+    if args.memory_iterations > 0:
+        figures["memory"] = memory_of(args, features)
+        figures["memory"]["iterations"] = args.memory_iterations
     return figures
 
 
@@ -187,12 +188,13 @@ def report(f: dict) -> str:
         f"bf16 {f['floor_seconds']['bf16']:.1f} s; ours / floor: "
         f"{ours['seconds'] / f['floor_seconds']['fp32']:.2f} (fp32), {ours['seconds'] / f['floor_seconds']['bf16']:.2f} (bf16)",
     ]
-    m = f["memory"]
-    lines.append(f"peak RSS of a child process ({m['iterations']} iterations; torch's libraries included): "
-                 f"ours {m['ours']['peak_rss_mib']:.0f} MiB (after loading the unit features from .npy: "
-                 f"{m['ours']['after_loading_mib']:.0f} MiB), reference {m['reference']['peak_rss_mib']:.0f} MiB "
-                 f"(after loading: {m['reference']['after_loading_mib']:.0f} MiB), "
-                 f"CLI select from the Parquet artifact {m['cli']['peak_rss_mib']:.0f} MiB")
+    m = f.get("memory")
+    if m:
+        lines.append(f"peak RSS of a child process ({m['iterations']} iterations; torch's libraries included): "
+                     f"ours {m['ours']['peak_rss_mib']:.0f} MiB (after loading the unit features from .npy: "
+                     f"{m['ours']['after_loading_mib']:.0f} MiB), reference {m['reference']['peak_rss_mib']:.0f} MiB "
+                     f"(after loading: {m['reference']['after_loading_mib']:.0f} MiB), "
+                     f"CLI select from the Parquet artifact {m['cli']['peak_rss_mib']:.0f} MiB")
     return "\n".join(lines)
 
 
