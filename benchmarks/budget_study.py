@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,14 @@ def command_select(args) -> None:
                 path = out / f"{key}.parquet"
                 if path.exists():
                     continue
+                reused = [Path(d) / path.name for d in args.reuse if (Path(d) / path.name).exists()]
+                if reused:  # the same selection made elsewhere (same name = method, budget, seed)
+                    _check_reused(reused[0], method, budget, seed, pool)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(reused[0], path)
+                    (out / f"{key}.json").write_text(json.dumps({"seconds": None, "reused": True}))
+                    print(f"{key}: reused", flush=True)
+                    continue
                 params = method_params(method, args.cache)
                 selection = select(pool, budget, method, seed=seed, progress=args.progress, **params)
                 write_selection(selection, str(path))
@@ -58,6 +67,15 @@ def command_select(args) -> None:
                                                              "threads": args.threads,
                                                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
                 print(f"{key}: {selection.seconds:.1f} s", flush=True)
+
+
+def _check_reused(path: Path, method: str, budget: int, seed: int, pool) -> None:
+    from active_finetuning.artifacts import read_selection
+
+    meta = read_selection(str(path)).metadata
+    same = (meta.get("method"), meta.get("budget"), meta.get("seed"), meta.get("features_identity"))
+    if same != (method, budget, seed, pool.identity()):
+        raise SystemExit(f"{path} is not {method} budget {budget} seed {seed} on these features: {same}")
 
 
 def method_params(method: str, cache: str) -> dict:
@@ -115,9 +133,11 @@ def summarise(scores: dict) -> dict:
         grouped.setdefault((method, int(budget[1:])), []).append(value)
     table = {}
     for group, runs in grouped.items():
-        table[group] = {metric: (float(np.mean([r[metric] for r in runs])),
-                                 float(np.std([r[metric] for r in runs])), len(runs))
-                        for metric in ("probe", "knn", "seconds")}
+        table[group] = {}
+        for metric in ("probe", "knn", "seconds"):
+            values = [r[metric] for r in runs if r[metric] is not None]  # reused runs have no time
+            table[group][metric] = ((float(np.mean(values)), float(np.std(values)), len(values))
+                                    if values else (float("nan"), float("nan"), 0))
     return table
 
 
@@ -142,7 +162,8 @@ def command_report(args) -> None:
     print("| method | " + " | ".join(str(b) for b in budgets) + " |")
     print("| --- |" + " --- |" * len(budgets))
     for method in methods:
-        cells = [f"{table[method, b]['seconds'][0]:.1f}" if (method, b) in table else "–" for b in budgets]
+        cells = [f"{table[method, b]['seconds'][0]:.0f}" if (method, b) in table and table[method, b]["seconds"][2]
+                 else "–" for b in budgets]
         print(f"| {method} | " + " | ".join(cells) + " |")
     if args.plot:
         _plot(table, methods, budgets, args.plot)
@@ -184,6 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--threads", type=int, default=1, help="torch threads for selection (default 1)")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--reuse", nargs="*", default=[],
+                        help="folders of selections named <method>-b<budget>-s<seed>.parquet to reuse (select stage)")
     parser.add_argument("--plot", help="PNG path for the accuracy-vs-budget plot (report stage)")
     args = parser.parse_args(argv)
     {"select": command_select, "evaluate": command_evaluate, "report": command_report}[args.stage](args)

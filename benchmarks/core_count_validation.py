@@ -84,7 +84,9 @@ def command_run(args) -> None:
 
 
 def command_report(args) -> None:
-    scores = json.loads((Path(args.cache) / "scores.json").read_text())
+    scores = {}
+    for cache in [args.cache, *args.also]:
+        scores.update(json.loads((Path(cache) / "scores.json").read_text()))
     grouped: dict = {}
     for key, value in scores.items():
         _, k, b = key.split("-")
@@ -118,6 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", default="5,10,25,50,100,200,500", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--budgets", default="50,100,200,500", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--also", nargs="*", default=[], help="more caches to merge in the report")
     args = parser.parse_args(argv)
     {"run": command_run, "report": command_report}[args.stage](args)
     return 0
