@@ -11,7 +11,8 @@ from active_finetuning import diagnostics
 from active_finetuning.artifacts import FeatureTable, write_features, write_selection
 from active_finetuning.selection import select
 from active_finetuning.selection.api import unit_rows
-from tests.conftest import gaussian_mixture, run_cli
+from active_finetuning.cli import main
+from tests.conftest import gaussian_mixture
 from tests.oracles.peers_dense import pairwise_distance
 
 
@@ -53,15 +54,22 @@ def test_labeled_samples_count_as_covering(pool):
     assert together["metrics"]["coverage_mean"] == together["coverage"]["mean"]
 
 
-def test_cli_writes_json_and_png(pool, tmp_path):
+def _cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_writes_json_and_png(pool, tmp_path, capsys):
     features = tmp_path / "features.parquet"
     write_features(pool, str(features))
     selection = tmp_path / "selection.parquet"
     write_selection(select(pool, 12, "kcenter", seed=0), str(selection))
     out = tmp_path / "diag"
-    result = run_cli("diagnose", "--features", str(features), "--selection", str(selection), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert "coverage (distance to the nearest selected sample): mean" in result.stdout
+    code, stdout, stderr = _cli(capsys, "diagnose", "--features", str(features), "--selection", str(selection),
+                                "--out", str(out))
+    assert code == 0, stderr
+    assert "coverage (distance to the nearest selected sample): mean" in stdout
     report = json.loads((out / "diagnostics.json").read_text())
     assert report["selected"] == 12 and report["method"] == "kcenter" and report["roles"] == {"pick": 12}
     assert report["pseudo_classes"]["clusters"] == 12
@@ -70,14 +78,15 @@ def test_cli_writes_json_and_png(pool, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["diagnostics.json", "diagnostics.png"]
 
 
-def test_cli_rejects_a_selection_from_another_pool_and_writes_nothing(pool, tmp_path):
+def test_cli_rejects_a_selection_from_another_pool_and_writes_nothing(pool, tmp_path, capsys):
     features = tmp_path / "features.parquet"
     write_features(pool, str(features))
     foreign = tmp_path / "foreign.parquet"
     pq.write_table(pa.table({"sample_id": ["nope", "0"], "rank": [0, 1], "role": ["pick", "pick"]}), foreign)
     out = tmp_path / "diag"
-    result = run_cli("diagnose", "--features", str(features), "--selection", str(foreign), "--out", str(out))
-    assert result.returncode == 2 and "not in the features pool" in result.stderr
-    assert "Traceback" not in result.stderr and not out.exists()
-    missing = run_cli("diagnose", "--features", str(features), "--selection", str(tmp_path / "no.parquet"))
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    code, _, stderr = _cli(capsys, "diagnose", "--features", str(features), "--selection", str(foreign),
+                           "--out", str(out))
+    assert code == 2 and "not in the features pool" in stderr
+    assert "Traceback" not in stderr and not out.exists()
+    code, _, stderr = _cli(capsys, "diagnose", "--features", str(features), "--selection", str(tmp_path / "no.parquet"))
+    assert code == 2 and "does not exist" in stderr

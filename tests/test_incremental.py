@@ -12,7 +12,8 @@ from active_finetuning.artifacts import FeatureTable
 from active_finetuning.selection import list_selectors, select
 from tests.conftest import gaussian_mixture
 
-FAST = {"activeft": {"iterations": 20}, "bilaf": {"core_params": "iterations=20"}}
+# BiLAF with two cores: its own labeled handling (boundary stage), not its ActiveFT cores, is tested
+FAST = {"activeft": {"iterations": 20}, "bilaf": {"core_params": "iterations=20", "num_cores": 2}}
 # Selectors that, by design, do not steer away from labeled regions (they only exclude labeled rows).
 UNAWARE = {"random": "a uniform sample", "kmeans": "clusters the whole pool, then skips labeled rows"}
 
