@@ -27,7 +27,13 @@ import torch
 
 from ..progress import progress_bar
 from .registry import Picks, register_selector, require
-from .similarity import ScreenedNearest, nearest_by_similarity, rows_per_block, snap_to_unique_samples
+from .similarity import (
+    ScreenedNearest,
+    nearest_by_similarity,
+    rows_per_block,
+    snap_to_unique_samples,
+    sparse_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -174,9 +180,7 @@ def _assigned_sum(rows, assigned, weight, centers: int) -> torch.Tensor:
     order = torch.argsort(assigned, stable=True)
     crow = torch.zeros(centers + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(assigned, minlength=centers), 0, out=crow[1:])
-    members = torch.sparse_csr_tensor(crow, order, weight[order], size=(centers, rows.shape[0]),
-                                      check_invariants=False)
-    return members @ rows
+    return sparse_rows(crow, order, weight[order], (centers, rows.shape[0])) @ rows
 
 
 def _column_chunks(b: int, chunk: int | None):

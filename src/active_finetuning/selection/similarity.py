@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -179,8 +180,7 @@ def _argmax_over_pairs(points, centers, rows, cols, slack):
     counts = torch.bincount(rows, minlength=n)
     crow = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=crow[1:])
-    pattern = torch.sparse_csr_tensor(crow, cols, torch.ones(len(cols)), size=(n, centers.shape[0]),
-                                      check_invariants=False)
+    pattern = sparse_rows(crow, cols, torch.ones(len(cols)), (n, centers.shape[0]))
     scores = torch.sparse.sampled_addmm(pattern, points, centers.T, beta=0.0).values()
     best, first = _segment_argmax(scores, rows, n)
     index, similarity = cols[first], best
@@ -193,6 +193,14 @@ def _argmax_over_pairs(points, centers, rows, cols, slack):
         if len(close):
             index[close], similarity[close] = _gemm_argmax(points, centers, close)
     return index, similarity
+
+
+def sparse_rows(crow, cols, values, size) -> torch.Tensor:
+    """A CSR matrix (torch warns once that CSR support is in beta; the operations used here,
+    CSR @ dense and the sampled product, are stable on CPU)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols, values, size=size, check_invariants=False)
 
 
 def _segment_argmax(scores, rows, n):
