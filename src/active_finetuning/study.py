@@ -129,11 +129,8 @@ def accuracy_of(metrics: Mapping[str, Any]) -> float:
 
 def result_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A compact, JSON-ready summary of an evaluation result (``evaluation.probe`` / ``evaluate``)."""
-    from .tracking import _flatten_numbers
-
-    numbers = {k: v for k, v in _flatten_numbers(
-        {k: v for k, v in metrics.items() if k not in ("selection", "params")}).items()
-        if "confusion_matrix" not in k and not math.isnan(v)}
+    numbers = {k: v for k, v in _numbers({k: v for k, v in metrics.items() if k not in ("selection", "params")})
+               if "confusion_matrix" not in k and not math.isnan(v)}
     source = metrics["linear_probe"] if metrics.get("kind") == "probe" else metrics
     return {
         "kind": metrics.get("kind", "evaluate"),
@@ -142,6 +139,15 @@ def result_summary(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "confusion_matrix": source.get("confusion_matrix"),
         "params": dict(metrics.get("params") or {}),
     }
+
+
+def _numbers(values: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+    """Numeric leaves of a nested mapping as dotted names (``knn.top1``)."""
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            yield from _numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", float(value)
 
 
 def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary: Mapping[str, Any],
