@@ -50,6 +50,8 @@ from .similarity import BLOCK_ELEMENTS, nearest_by_similarity, rows_per_block
 
 # The official code masks a sample's own core with this distance (it matters when K = 1).
 OWN_CORE_DISTANCE = 1e9 + 7
+# Elements of denoised distance matrices kept from the denoising for the boundary stage.
+CACHE_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,7 @@ class _Cluster:
     denoised: np.ndarray | None = None  # pool rows after IDC, insertion order
     allocation: int = 0
     removal: int = 0
+    distances: torch.Tensor | None = None  # denoised n'×n' distances, kept while the cache has room
 
 
 def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, params: BilafParams, *,
@@ -259,8 +262,12 @@ def _one_thread():
 
 
 def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> None:
+    cache_room = CACHE_ELEMENTS
     for m, cluster in enumerate(progress_bar(clusters, desc="bilaf denoise", enabled=progress)):
-        local = _idc(features[cluster.members].to(dtype), cluster.center, params)
+        local, matrix = _idc(features[cluster.members].to(dtype), cluster.center, params)
+        if matrix is not None and len(local) ** 2 <= cache_room:  # reused by the boundary stage
+            cluster.distances = matrix[torch.from_numpy(local)][:, torch.from_numpy(local)]
+            cache_room -= len(local) ** 2
         if params.reference_compat and cluster.center not in local:
             raise InputError(f"denoising removed the core of pseudo-class {m} (row "
                              f"{cluster.members[cluster.center]}); the reference code fails there (it "
@@ -270,15 +277,15 @@ def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> 
 
 
 def _select_boundaries(features, clusters, centers, allocation, params: BilafParams, dtype, progress: bool):
-    center_features = features[centers].to(dtype)
     rows, scores, classes = [], [], []
     for m, cluster in enumerate(progress_bar(clusters, desc="bilaf boundary", enabled=progress)):
         cluster.allocation = int(allocation[m])
         cluster.removal = len(cluster.denoised) // cluster.allocation
         members = features[cluster.denoised].to(dtype)
         start = int(np.flatnonzero(cluster.denoised == cluster.members[cluster.center])[0])
-        local, local_scores = _select_in_cluster(members, start, m, center_features, cluster.allocation,
-                                                 params)
+        local, local_scores = _select_in_cluster(members, start, m, features[centers], cluster.allocation,
+                                                 params, cluster.distances)
+        cluster.distances = None
         if cluster.labeled:  # its centre is an existing pick, not a new one
             local, local_scores = local[1:], local_scores[1:]
         rows.append(cluster.denoised[local])
@@ -356,16 +363,17 @@ def _row_blocks(rows: int, columns: int):
 # stage 3: IDC denoising (§3.3 paper, §3.4 reference)
 
 
-def _idc(x: torch.Tensor, center: int, params: BilafParams) -> np.ndarray:
-    """Local indices of the denoised cluster ``x`` in insertion order."""
+def _idc(x: torch.Tensor, center: int, params: BilafParams):
+    """Local indices of the denoised cluster ``x`` in insertion order, and the local distance
+    matrix when the cluster is small enough to hold one (else None)."""
     n = x.shape[0]
     compat = params.reference_compat
+    matrix = local_distances(x)  # None for a large cluster: distances are then computed per ring
     if n < params.min_cluster_for_denoise:  # §3.4: small clusters are kept whole
         if compat:
-            return np.arange(n)
-        return np.concatenate([[center], np.delete(np.arange(n), center)])
+            return np.arange(n), matrix
+        return np.concatenate([[center], np.delete(np.arange(n), center)]), matrix
     ring = max(1, int(n * params.ring_fraction))
-    matrix = local_distances(x)  # None for a large cluster: distances are then computed per ring
     if compat:
         # §3.4: ring 1 = the r members nearest the core by plain distance, the core among them.
         to_core = (matrix[center] if matrix is not None else pairwise_distance(x[center:center + 1], x)[0]).numpy()
@@ -395,7 +403,7 @@ def _idc(x: torch.Tensor, center: int, params: BilafParams) -> np.ndarray:
         kept = int(len(admitted) * (1 - params.removal_ratio))
     else:  # §3.3: drop the last ⌊N_i·P_rm⌋ inserted
         kept = n - int(n * params.removal_ratio)
-    return admitted[:kept]
+    return admitted[:kept], matrix
 
 
 class _NearestAdmitted:
@@ -517,10 +525,11 @@ def _check_reference_allocation(allocation: np.ndarray, sizes: np.ndarray) -> No
 
 
 def _select_in_cluster(x: torch.Tensor, start: int, m: int, centers: torch.Tensor, allocation: int,
-                       params: BilafParams):
-    """Local picks (``start`` first) and their scores in the denoised cluster ``x``."""
+                       params: BilafParams, matrix: torch.Tensor | None = None):
+    """Local picks (``start`` first) and their scores in the denoised cluster ``x``; ``centers``
+    are the float32 unit centre features, ``matrix`` the cluster's distances if already known."""
     n = x.shape[0]
-    matrix = local_distances(x)
+    matrix = local_distances(x) if matrix is None else matrix
     intra = torch.empty(n, dtype=x.dtype)  # §3.2 eq. 4: mean over all members, self included
     for block in _row_blocks(n, n):
         intra[block] = (matrix[block] if matrix is not None else pairwise_distance(x[block], x)).sum(1) / n
@@ -569,11 +578,15 @@ class _Opponents:
         self.depth = depth
         self.distance = np.empty((n, depth))
         self.index = np.empty((n, depth), dtype=np.int64)
+        ranking = x.float()  # float32 products rank the centres; compat refines the one it keeps
         for block in _row_blocks(n, centers.shape[0]) if depth else ():
-            distance = pairwise_distance(x[block], centers)
+            distance = pairwise_distance(ranking[block], centers)
             distance[:, m] = OWN_CORE_DISTANCE if compat else float("inf")
             if compat:
                 value, where = distance.min(dim=1, keepdim=True)
+                other = where[:, 0] != m
+                exact = torch.linalg.vector_norm(x[block] - centers[where[:, 0]].to(x.dtype), dim=1)
+                value = torch.where(other, exact, torch.full_like(exact, OWN_CORE_DISTANCE))[:, None]
             else:
                 value, where = torch.topk(distance, depth, dim=1, largest=False, sorted=True)
             self.distance[block], self.index[block] = value.numpy(), where.numpy()
