@@ -196,3 +196,16 @@ def test_an_unreachable_tracking_server_is_retried_then_named():
     with pytest.raises(InputError, match=r"http://127\.0\.0\.1:9.*could not be reached after \d+ attempts"):
         start_study("e", {"methods": ["random"]}, tracking_uri="http://127.0.0.1:9")
     assert time.monotonic() - start > 1, "it retries with backoff before failing"
+
+
+def test_pca_of_the_selection_plot_matches_exact_pca():
+    from active_finetuning.reporting import pca_2d
+
+    features, _ = gaussian_mixture(2000, 32, 6)
+    projected = pca_2d(features)
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    centred = unit - unit.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    exact = centred @ vectors[:, ::-1][:, :2]
+    for i in range(2):
+        assert abs(np.corrcoef(exact[:, i], projected[:, i])[0, 1]) > 0.999

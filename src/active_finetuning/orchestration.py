@@ -95,7 +95,7 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "TQDM_DISABLE": "1"}
     with _environment(**env), warnings.catch_warnings():
         # the project image's name has no "python" in it, and resources are ignored locally
-        warnings.filterwarnings("ignore", message=".*base_image.*")
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*ignored.*")
         try:
             task = active_finetuning_pipeline(**values)

@@ -47,15 +47,23 @@ def accuracy_figure(table):
 
 
 def pca_2d(features: np.ndarray, max_fit: int = 20000, seed: int = 0) -> np.ndarray:
-    """Rows projected on their first two principal components (fitted on at most ``max_fit`` rows)."""
-    unit = features.astype(np.float32)
+    """Rows (L2-normalised) projected on their first two principal components.
+
+    A randomized range finder with power iterations (Halko et al. 2011) on at most ``max_fit`` rows:
+    O(N·d) work, where a full SVD of a 4,000 × 1,280 pool takes a minute on two cores.
+    """
+    rng = np.random.default_rng(seed)
+    unit = features.astype(np.float64)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    fit = unit
-    if len(unit) > max_fit:
-        fit = unit[np.random.default_rng(seed).choice(len(unit), max_fit, replace=False)]
+    fit = unit if len(unit) <= max_fit else unit[rng.choice(len(unit), max_fit, replace=False)]
     mean = fit.mean(axis=0)
-    _, _, components = np.linalg.svd(fit - mean, full_matrices=False)
-    return (unit - mean) @ components[:2].T
+    centred = fit - mean
+    rank = min(10, *centred.shape)
+    basis = np.linalg.qr(centred @ rng.standard_normal((centred.shape[1], rank)))[0]
+    for _ in range(4):
+        basis = np.linalg.qr(centred @ (centred.T @ basis))[0]
+    _, _, components = np.linalg.svd(basis.T @ centred, full_matrices=False)
+    return ((unit - mean) @ components[:2].T).astype(np.float32)
 
 
 def selection_figure(pool, selection, title: str = "", max_points: int = 20000, seed: int = 0):
