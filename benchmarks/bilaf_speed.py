@@ -30,9 +30,12 @@ from active_finetuning.selection.bilaf import BilafParams, boundary_selection  #
 from tests.oracles.bilaf_dense import dense_bilaf  # noqa: E402
 
 
-def timed(fn):
-    started = time.perf_counter()
+def timed(fn, cpu: list | None = None):
+    """Run ``fn``: its value and wall seconds; its process CPU seconds are appended to ``cpu``."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     value = fn()
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_started)
     return value, time.perf_counter() - started
 
 
@@ -65,14 +68,17 @@ def main() -> None:
     results = {"pool": len(table), "dim": table.dim, "num_cores": len(cores), "core_seconds": core_seconds,
                "threads": torch.get_num_threads(), "budgets": {}}
     for budget in [int(b) for b in args.budgets.split(",")]:
-        oracle_runs = [timed(lambda: dense_bilaf(unit.numpy(), cores, budget)) for _ in range(args.oracle_repeats)]
+        oracle_cpu: list[float] = []
+        oracle_runs = [timed(lambda: dense_bilaf(unit.numpy(), cores, budget), oracle_cpu)
+                       for _ in range(args.oracle_repeats)]
         expected = oracle_runs[0][0]
-        entry = {"oracle_seconds": statistics.median(t for _, t in oracle_runs)}
+        entry = {"oracle_seconds": statistics.median(t for _, t in oracle_runs),
+                 "oracle_cpu_seconds": statistics.median(oracle_cpu)}
         for mode, params in (("compat", BilafParams(reference_compat=True)), ("default", BilafParams())):
-            runs = []
+            runs, cpu = [], []
             for _ in range(args.repeats):
                 stages: dict[str, float] = {}
-                picks, seconds = timed(lambda: boundary_selection(unit, cores, budget, params, timings=stages))
+                picks, seconds = timed(lambda: boundary_selection(unit, cores, budget, params, timings=stages), cpu)
                 runs.append((seconds, stages, picks.indices.tolist()))
             median = statistics.median(r[0] for r in runs)
             picks = runs[0][2]
@@ -80,6 +86,8 @@ def main() -> None:
                 "seconds": median,
                 "stages": {k: statistics.median(r[1][k] for r in runs) for k in runs[0][1]},
                 "speedup_vs_oracle": entry["oracle_seconds"] / median,
+                "cpu_seconds": statistics.median(cpu),
+                "cpu_speedup_vs_oracle": entry["oracle_cpu_seconds"] / statistics.median(cpu),
                 "shared_picks_pct": 100 * len(set(picks) & set(expected)) / budget,
                 "same_list": picks == expected,
                 "deterministic": all(r[2] == picks for r in runs),

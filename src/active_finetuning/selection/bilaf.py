@@ -46,10 +46,12 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .core_count import default_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
-from .similarity import BLOCK_ELEMENTS, nearest_by_similarity, rows_per_block
+from .similarity import BLOCK_ELEMENTS, rows_per_block
 
 # The official code masks a sample's own core with this distance (it matters when K = 1).
 OWN_CORE_DISTANCE = 1e9 + 7
+# Nearest centres listed per sample in the assignment pass; deeper opponent lists are recomputed.
+NEAREST_CENTRES = 16
 # Elements of denoised distance matrices kept from the denoising for the boundary stage.
 CACHE_ELEMENTS = 1 << 25
 
@@ -210,7 +212,7 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
     dtype = torch.float64 if compat else torch.float32  # compat: the reference computes in float64
 
     clock = time.perf_counter()
-    clusters = _assign(features, centers, is_labeled, compat)
+    clusters, near = _assign(features, centers, is_labeled, compat)
     timings["assignment"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -228,7 +230,7 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
     clock = time.perf_counter()
     with _one_thread():
         rows, scores, classes = _select_boundaries(features, clusters, centers, allocation, params, dtype,
-                                                   progress)
+                                                   near, progress)
     timings["boundary"] = time.perf_counter() - clock
 
     if compat and len(np.unique(rows)) != len(rows):
@@ -276,15 +278,17 @@ def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> 
         cluster.denoised = cluster.members[local]
 
 
-def _select_boundaries(features, clusters, centers, allocation, params: BilafParams, dtype, progress: bool):
+def _select_boundaries(features, clusters, centers, allocation, params: BilafParams, dtype, near,
+                       progress: bool):
     rows, scores, classes = [], [], []
     for m, cluster in enumerate(progress_bar(clusters, desc="bilaf boundary", enabled=progress)):
         cluster.allocation = int(allocation[m])
         cluster.removal = len(cluster.denoised) // cluster.allocation
         members = features[cluster.denoised].to(dtype)
         start = int(np.flatnonzero(cluster.denoised == cluster.members[cluster.center])[0])
+        listed = (near[0][cluster.denoised], near[1][cluster.denoised])
         local, local_scores = _select_in_cluster(members, start, m, features[centers], cluster.allocation,
-                                                 params, cluster.distances)
+                                                 params, cluster.distances, listed)
         cluster.distances = None
         if cluster.labeled:  # its centre is an existing pick, not a new one
             local, local_scores = local[1:], local_scores[1:]
@@ -294,12 +298,32 @@ def _select_boundaries(features, clusters, centers, allocation, params: BilafPar
     return np.concatenate(rows), np.concatenate(scores), np.concatenate(classes)
 
 
-def _assign(features, centers, is_labeled, compat) -> list[_Cluster]:
-    """§3.1 step 2: every sample joins its nearest centre (ties → lowest m); a centre its own."""
+@torch.no_grad()
+def _nearest_centres(features: torch.Tensor, centers: torch.Tensor, depth: int):
+    """One chunked pass: each row's nearest centre (largest inner product, ties → lowest index) and
+    its ``depth`` nearest centres with float32 distances (reused for the opponents, §3.2 eq. 5)."""
+    n, count = features.shape[0], centers.shape[0]
+    depth = min(depth, count)
+    nearest = torch.empty(n, dtype=torch.int64)
+    top_index = torch.empty((n, depth), dtype=torch.int32)
+    top_distance = torch.empty((n, depth), dtype=torch.float32)
+    center_sq = (centers * centers).sum(1)
+    for block in _row_blocks(n, count):
+        similarity = features[block] @ centers.T
+        nearest[block] = similarity.max(dim=1).indices
+        value, where = torch.topk(similarity, depth, dim=1, sorted=True)
+        squared = (features[block] * features[block]).sum(1)[:, None] + center_sq[where] - 2 * value
+        top_distance[block] = squared.clamp_min_(0).sqrt_()
+        top_index[block] = where.int()
+    return nearest.numpy(), top_index.numpy(), top_distance.numpy()
+
+
+def _assign(features, centers, is_labeled, compat):
+    """§3.1 step 2: every sample joins its nearest centre (ties → lowest m); a centre its own.
+    Also returns the rows' nearest-centre lists (index, distance)."""
     center_features = features[centers]
     # Unit rows: the Euclidean nearest centre is the one with the largest inner product.
-    nearest, _ = nearest_by_similarity(features, center_features)
-    nearest = nearest.numpy()
+    nearest, top_index, top_distance = _nearest_centres(features, center_features, NEAREST_CENTRES)
     own = np.arange(len(centers))
     for m in np.flatnonzero(nearest[centers] != own):
         twin = int(nearest[centers[m]])
@@ -314,7 +338,7 @@ def _assign(features, centers, is_labeled, compat) -> list[_Cluster]:
     for m, center in enumerate(centers):
         members = order[bounds[m]:bounds[m + 1]]
         clusters.append(_Cluster(members, int(np.flatnonzero(members == center)[0]), bool(is_labeled[m])))
-    return clusters
+    return clusters, (top_index, top_distance)
 
 
 def _cluster_table(clusters, centers, classes) -> pa.Table:
@@ -525,7 +549,7 @@ def _check_reference_allocation(allocation: np.ndarray, sizes: np.ndarray) -> No
 
 
 def _select_in_cluster(x: torch.Tensor, start: int, m: int, centers: torch.Tensor, allocation: int,
-                       params: BilafParams, matrix: torch.Tensor | None = None):
+                       params: BilafParams, matrix: torch.Tensor | None = None, listed=None):
     """Local picks (``start`` first) and their scores in the denoised cluster ``x``; ``centers``
     are the float32 unit centre features, ``matrix`` the cluster's distances if already known."""
     n = x.shape[0]
@@ -535,7 +559,8 @@ def _select_in_cluster(x: torch.Tensor, start: int, m: int, centers: torch.Tenso
         intra[block] = (matrix[block] if matrix is not None else pairwise_distance(x[block], x)).sum(1) / n
     intra = intra.numpy()
     compat = params.reference_compat
-    opponents = _Opponents(x, m, centers, 1 if compat else min(allocation, centers.shape[0] - 1), compat)
+    opponents = _Opponents(x, m, centers, 1 if compat else min(allocation, centers.shape[0] - 1), compat,
+                           listed)
     penalty = np.ones(centers.shape[0])
     removal = n // allocation
     alive = np.arange(n)
@@ -573,23 +598,29 @@ class _Opponents:
     unpenalised opponent, and at most ``allocation − 1 < depth`` opponents are ever penalised.
     """
 
-    def __init__(self, x: torch.Tensor, m: int, centers: torch.Tensor, depth: int, compat: bool):
+    def __init__(self, x: torch.Tensor, m: int, centers: torch.Tensor, depth: int, compat: bool, listed=None):
         n = x.shape[0]
         self.depth = depth
         self.distance = np.empty((n, depth))
         self.index = np.empty((n, depth), dtype=np.int64)
-        ranking = x.float()  # float32 products rank the centres; compat refines the one it keeps
-        for block in _row_blocks(n, centers.shape[0]) if depth else ():
-            distance = pairwise_distance(ranking[block], centers)
-            distance[:, m] = OWN_CORE_DISTANCE if compat else float("inf")
-            if compat:
-                value, where = distance.min(dim=1, keepdim=True)
-                other = where[:, 0] != m
-                exact = torch.linalg.vector_norm(x[block] - centers[where[:, 0]].to(x.dtype), dim=1)
-                value = torch.where(other, exact, torch.full_like(exact, OWN_CORE_DISTANCE))[:, None]
-            else:
+        if compat and centers.shape[0] == 1:  # no other core: the reference's mask value stands
+            self.distance[:], self.index[:] = OWN_CORE_DISTANCE, m
+        elif listed is not None and depth and depth < listed[0].shape[1]:
+            # The assignment pass listed each row's nearest centres: drop its own, keep the order.
+            index, distance = listed
+            others = np.argsort(index == m, axis=1, kind="stable")[:, :depth]
+            self.index[:] = np.take_along_axis(index, others, axis=1)
+            self.distance[:] = np.take_along_axis(distance, others, axis=1)
+        else:
+            ranking = x.float()  # float32 products rank the centres
+            for block in _row_blocks(n, centers.shape[0]) if depth else ():
+                distance = pairwise_distance(ranking[block], centers)
+                distance[:, m] = float("inf")
                 value, where = torch.topk(distance, depth, dim=1, largest=False, sorted=True)
-            self.distance[block], self.index[block] = value.numpy(), where.numpy()
+                self.distance[block], self.index[block] = value.numpy(), where.numpy()
+        if compat and centers.shape[0] > 1:  # the reference's float64 distance to the kept opponent
+            opponent = torch.from_numpy(self.index[:, 0])
+            self.distance[:, 0] = torch.linalg.vector_norm(x - centers[opponent].to(x.dtype), dim=1).numpy()
         self.nearest = self.index[:, 0] if depth else np.full(n, m)
 
     def score(self, rows: np.ndarray, intra: np.ndarray, penalty: np.ndarray, penalised: int) -> np.ndarray:
