@@ -18,8 +18,9 @@ def finetune(manifest: dsl.Input[dsl.Dataset], labels: dsl.Input[dsl.Dataset], m
     """
     from active_finetuning.labels import read_labels
     from active_finetuning.manifest import read_manifest
+    from active_finetuning.study import from_kfp
     from active_finetuning.training import finetune as train
 
     config = train(read_manifest(manifest.path), read_labels(labels.path), model=model_name,
-                   weights=weights_uri or None, out=model.path, progress=False, **dict(recipe))
+                   weights=weights_uri or None, out=model.path, progress=False, **from_kfp(recipe))
     model.metadata.update({"model": model_name, "classes": len(config.get("classes", []))})

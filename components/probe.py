@@ -27,11 +27,11 @@ def probe(features: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset], l
     from active_finetuning.artifacts import read_features, read_selection
     from active_finetuning.evaluation import ProbeParams, probe as run_probe, write_metrics
     from active_finetuning.labels import read_labels
-    from active_finetuning.study import result_summary
+    from active_finetuning.study import from_kfp, result_summary
 
     result = run_probe(read_features(features.path), read_selection(selection.path),
                        read_features(test_features.path), labels=read_labels(labels.path),
-                       params=ProbeParams(**dict(probe_params)))
+                       params=ProbeParams(**from_kfp(probe_params)))
     write_metrics(result, report.path)
     summary = result_summary(result)
     for name, value in summary["metrics"].items():

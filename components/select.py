@@ -18,9 +18,10 @@ def select(features: dsl.Input[dsl.Dataset], method: str, budget: str, seed: int
     """
     from active_finetuning.artifacts import read_features, write_selection
     from active_finetuning.selection import select as run_select
+    from active_finetuning.study import from_kfp
 
     picks = run_select(read_features(features.path), budget, method, seed=seed, progress=False,
-                       **dict(method_params.get(method, {})))
+                       **from_kfp(method_params.get(method, {})))
     write_selection(picks, selection.path)
     selection.metadata.update({"method": method, "budget": int(picks.metadata["budget"]), "seed": seed,
                                "seconds": round(picks.seconds, 3)})

@@ -209,3 +209,11 @@ def test_pca_of_the_selection_plot_matches_exact_pca():
     exact = centred @ vectors[:, ::-1][:, :2]
     for i in range(2):
         assert abs(np.corrcoef(exact[:, i], projected[:, i])[0, 1]) > 0.999
+
+
+def test_numbers_in_dict_parameters_come_back_as_ints():
+    from active_finetuning.study import from_kfp
+
+    assert from_kfp({"steps": 2.0, "lr": 0.01, "crop": [0.08, 1.0], "nested": {"k": 20.0}, "name": "x"}) == {
+        "steps": 2, "lr": 0.01, "crop": [0.08, 1], "nested": {"k": 20}, "name": "x"}
+    assert isinstance(from_kfp({"steps": 2.0})["steps"], int)

@@ -118,6 +118,17 @@ def start_study(experiment: str, params: Mapping[str, Any], tracking_uri: str | 
 # one cell
 
 
+def from_kfp(values: Any) -> Any:
+    """Undo KFP's JSON round trip, which turns every number in a dict or list parameter into a float."""
+    if isinstance(values, Mapping):
+        return {k: from_kfp(v) for k, v in values.items()}
+    if isinstance(values, list):
+        return [from_kfp(v) for v in values]
+    if isinstance(values, float) and values.is_integer():
+        return int(values)
+    return values
+
+
 def accuracy_of(metrics: Mapping[str, Any]) -> float:
     """The headline top-1 of an evaluation result: the linear probe's for a probe, else the model's."""
     if metrics.get("kind") == "probe":
