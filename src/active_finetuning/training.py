@@ -54,6 +54,7 @@ class Recipe:
     label_smoothing: float = 0.1
     clip_grad: float | None = 2.0
     drop_path: float = 0.1
+    head_init_std: float = 0.01  # the new classifier: weights ~ N(0, std²), bias 0 (0: zeros)
     image_size: int | None = None  # None: the model's data config
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: float = 0.5
@@ -73,7 +74,7 @@ class Recipe:
                 raise InputError(f"recipe {name} must be an integer >= 1, got {value!r}")
         if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
             raise InputError(f"recipe steps must be an integer >= 1 or None, got {self.steps!r}")
-        for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "label_smoothing", "momentum"):
+        for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "label_smoothing", "momentum", "head_init_std"):
             if getattr(self, name) < 0:
                 raise InputError(f"recipe {name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.warmup_fraction < 1:
@@ -350,6 +351,19 @@ def _restore(uri: str, tensors: dict, model, optimizer) -> None:
             optimizer.state[param]["momentum_buffer"] = tensors[f"momentum.{index}"].to(param.device)
 
 
+def _init_head(network, std: float) -> None:
+    """Small initial logits: timm's own init of a new head gives logits large enough (loss ≈ 6 for 10
+    classes on Lite0's pooled features) for the first gradients to wreck the pretrained backbone."""
+    import torch
+
+    head = network.get_classifier() if hasattr(network, "get_classifier") else None
+    if isinstance(head, torch.nn.Linear):
+        with torch.no_grad():
+            head.weight.normal_(0.0, std) if std > 0 else head.weight.zero_()
+            if head.bias is not None:
+                head.bias.zero_()
+
+
 def finetune(manifest, labels, model: str, weights: str | None = None, out: str | None = None,
              recipe: Recipe | None = None, device: str | None = None, model_overrides: dict | None = None,
              run=None, on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
@@ -403,6 +417,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     except TypeError as err:
         raise InputError(f"model {model!r} does not accept these options ({err}); set drop_path=0 or "
                          "change model_overrides") from None
+    _init_head(network, recipe.head_init_std)
     data = preprocessing(data_config(network), recipe)
     network = network.to(device)
     if cuda and recipe.channels_last:
