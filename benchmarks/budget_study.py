@@ -29,7 +29,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cifar10"
-METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "activeft", "bilaf")
+METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "probcover-val", "activeft", "bilaf",
+           "bilaf-paper")
+PROBCOVER_VALIDATED_DELTA = 0.8
 
 
 def _key(method: str, budget: int, seed: int) -> str:
@@ -60,10 +62,10 @@ def command_select(args) -> None:
                     (out / f"{key}.json").write_text(json.dumps({"seconds": None, "reused": True}))
                     print(f"{key}: reused", flush=True)
                     continue
-                params = method_params(method, args.cache)
-                selection = select(pool, budget, method, seed=seed, progress=args.progress, **params)
+                name, params, core_seconds = method_params(method, budget, seed, len(pool), out, args.cache)
+                selection = select(pool, budget, name, seed=seed, progress=args.progress, **params)
                 write_selection(selection, str(path))
-                (out / f"{key}.json").write_text(json.dumps({"seconds": selection.seconds,
+                (out / f"{key}.json").write_text(json.dumps({"seconds": selection.seconds + core_seconds,
                                                              "threads": args.threads,
                                                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
                 print(f"{key}: {selection.seconds:.1f} s", flush=True)
@@ -78,9 +80,31 @@ def _check_reused(path: Path, method: str, budget: int, seed: int, pool) -> None
         raise SystemExit(f"{path} is not {method} budget {budget} seed {seed} on these features: {same}")
 
 
-def method_params(method: str, cache: str) -> dict:
-    """Defaults everywhere, except that ProbCover keeps its neighbour graph between runs (same pool)."""
-    return {"graph_cache": str(Path(cache) / "graphs")} if method == "probcover" else {}
+def method_params(method: str, budget: int, seed: int, pool_size: int, selections: Path, cache: str):
+    """(registered name, parameters, seconds already spent on reused cores) of a study method.
+
+    Defaults everywhere, except: ProbCover keeps its neighbour graph between runs on the same pool;
+    BiLAF's ActiveFT cores are read from the cached ActiveFT selection of the same size and seed
+    when there is one (the rows BiLAF would compute itself: same method, pool, count and seed), and
+    their time is added to BiLAF's. ``bilaf-paper`` is BiLAF with the paper's CIFAR10 K = 0.1% of
+    the pool (ALGORITHMS.md §3.8) instead of our default; ``probcover-val`` is ProbCover with the δ
+    chosen on the validation split instead of the purity heuristic.
+    """
+    from active_finetuning.selection.core_count import default_num_cores
+
+    if method == "probcover":
+        return "probcover", {"graph_cache": str(Path(cache) / "graphs")}, 0.0
+    if method == "probcover-val":  # δ chosen on the validation split (probcover_delta_validation.py)
+        return "probcover", {"graph_cache": str(Path(cache) / "graphs"), "delta": PROBCOVER_VALIDATED_DELTA}, 0.0
+    if method in ("bilaf", "bilaf-paper"):
+        cores = default_num_cores(pool_size, budget) if method == "bilaf" else max(1, int(pool_size * 0.001))
+        params = {"num_cores": cores}
+        cached = selections / f"{_key('activeft', cores, seed)}.parquet"
+        if cached.exists():
+            timing = json.loads(cached.with_suffix(".json").read_text())
+            return "bilaf", {"cores": str(cached)}, float(timing["seconds"] or 0.0)
+        return "bilaf", params, 0.0
+    return method, {}, 0.0
 
 
 def command_evaluate(args) -> None:
@@ -143,7 +167,7 @@ def summarise(scores: dict) -> dict:
 
 def command_report(args) -> None:
     table = summarise(load_scores(args.cache))
-    budgets = sorted({b for _, b in table})
+    budgets = sorted({b for _, b in table} & set(args.budgets))  # not the cores made for bilaf-paper
     methods = [m for m in METHODS if any((m, b) in table for b in budgets)]
     for metric, title in (("probe", "linear probe"), ("knn", "weighted 20-NN")):
         print(f"\n{title} accuracy (%), mean ± std over seeds (n = runs)\n")
