@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--reuse", nargs="*", default=[],
                         help="read-only folders of selections named <method>-b<budget>-s<seed>.parquet (e.g. "
                              "budget_study.py's cache) used before selecting anew; same inputs, same selection")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="score only cells whose selection is cached; list the others as missing")
     parser.add_argument("--json", help="write every run and the summary here")
     args = parser.parse_args()
 
@@ -43,7 +45,7 @@ def main() -> None:
     test = read_features(args.features_test)
     cache = Path(args.selections)
     identity = train.identity()
-    runs = []
+    runs, missing = [], []
     for method in args.methods:
         for budget in args.budgets:
             for seed in args.seeds:
@@ -54,6 +56,9 @@ def main() -> None:
                     path = found[0]
                     selection, seconds = read_selection(str(path), pool=train), recorded_seconds(path)
                     check_parameters(selection, method, budget, seed, identity, path)
+                elif args.cached_only:
+                    missing.append(name)
+                    continue
                 else:
                     path = cache / name
                     selection = select(train, budget, method, seed=seed, progress=False)
@@ -67,9 +72,11 @@ def main() -> None:
                 print(json.dumps(run), flush=True)
     summary = summarise(runs)
     print(table(summary))
+    if missing:
+        print(f"not cached, not scored: {', '.join(missing)}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary, "missing": missing}, indent=2) + "\n")
 
 
 def recorded_seconds(path: Path) -> float | None:
