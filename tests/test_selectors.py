@@ -7,7 +7,7 @@ from active_finetuning.artifacts import FeatureTable, write_selection
 from active_finetuning.errors import InputError
 from active_finetuning.selection import list_selectors, resolve_budget, select
 
-FAST = {"activeft": {"iterations": 30}}
+FAST = {"activeft": {"iterations": 30}, "bilaf": {"core_params": "iterations=30"}}
 
 
 @pytest.fixture(params=list_selectors())
