@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from active_finetuning.artifacts import Selection, write_selection
+from active_finetuning.cli import main
 from active_finetuning.errors import InputError
 from active_finetuning.labels import (
     Labels, export_for_annotation, import_labels, label_studio_config, oracle_labels, read_labels, write_labels,
@@ -140,13 +141,13 @@ def test_full_json_export_and_csv_with_indices_or_names(tmp_path):
     ([], "hold no labels"),
     ([("img/007.png", ["dog", "cat"])], "several choices"),
 ])
-def test_bad_annotations_exit_2_name_the_ids_and_write_nothing(files, rows, message):
+def test_bad_annotations_exit_2_name_the_ids_and_write_nothing(files, rows, message, capsys):
     (files / "export.json").write_text(json.dumps(_json_min(rows)))
     out = files / "labels.parquet"
-    result = run_cli("import-labels", str(files / "export.json"), "--manifest", str(files / "manifest.parquet"),
-                     "--selection", str(files / "selection.parquet"), "--out", str(out))
-    assert result.returncode == 2, result.stderr
-    assert re.search(message, result.stderr), result.stderr
+    code = main(["import-labels", str(files / "export.json"), "--manifest", str(files / "manifest.parquet"),
+                 "--selection", str(files / "selection.parquet"), "--out", str(out)])
+    stderr = capsys.readouterr().err
+    assert code == 2 and re.search(message, stderr), stderr
     assert not out.exists() and not list(files.glob(".*.tmp"))
 
 
