@@ -18,13 +18,13 @@ DEFAULT_BUDGETS = ["0.5%", "1%", "2%"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo",
                         help="working folder: bucket, KFP outputs, MLflow store (default outputs/demo)")
-    parser.add_argument("--pool-size", type=int, default=4000, help="digits in the pool (default 4000)")
+    parser.add_argument("--pool-size", type=int, default=3000, help="digits in the pool (default 3000)")
     parser.add_argument("--test-size", type=int, default=1000, help="digits in the test set (default 1000)")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, help="selection methods to compare")
     parser.add_argument("--budgets", nargs="+", default=DEFAULT_BUDGETS, help="budgets: counts or percentages")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default 0)")
-    parser.add_argument("--image-size", type=int, default=128,
-                        help="input size for the features (default 128; the model's own is 224)")
+    parser.add_argument("--image-size", type=int, default=96,
+                        help="input size for the features (default 96, for a 2-core machine; the model's own is 224)")
     parser.add_argument("--shards", type=int, default=2, help="parallel extraction tasks (default 2)")
 
 
