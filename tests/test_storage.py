@@ -60,3 +60,18 @@ def test_missing_inputs_are_input_errors(tmp_path):
         storage.list_prefix(str(tmp_path / "nowhere"))
     with pytest.raises(InputError, match="names host"):
         storage.local_path("file://otherhost/x")
+
+
+def test_atomic_output_gives_the_artifact_a_umask_based_mode(tmp_path):
+    import os
+
+    from active_finetuning import storage
+
+    target = tmp_path / "artifact.bin"
+    old = os.umask(0o022)
+    try:
+        with storage.atomic_output(str(target)) as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644

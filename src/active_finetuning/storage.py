@@ -303,6 +303,8 @@ def atomic_output(uri: str, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files: give the artifact the usual umask-based mode
+            tmp.chmod(0o666 & ~_current_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -371,3 +373,9 @@ def delete(uri: str) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         local_path(uri).unlink()
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
