@@ -26,13 +26,7 @@ def half_labeled():
     return pool, blob, [str(r) for r in rows]
 
 
-# ActiveFT draws its new centroids uniformly among the unlabeled samples (§2.2) and its optimiser
-# moves them only locally, so centroids that start in a labeled blob stay there.
-STAYS_LOCAL = pytest.mark.xfail(strict=True, reason="activeft: random init among unlabeled rows; "
-                                "centroids do not leave labeled regions (needs an init away from the labeled set)")
-
-
-@pytest.fixture(params=[pytest.param(m, marks=STAYS_LOCAL) if m == "activeft" else m for m in list_selectors()])
+@pytest.fixture(params=list_selectors())
 def method(request):
     return request.param
 

@@ -69,9 +69,11 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     """ActiveFT: distribution-matching centroids snapped to distinct samples (CVPR 2023)."""
     features = pool.features
     n = features.shape[0]
-    candidates = _unlabeled_rows(pool)
-    # §2.2: random.Random(seed).sample(range(N), B) reproduces C1's initialisation.
-    init = [int(candidates[i]) for i in random.Random(seed).sample(range(len(candidates)), budget)]
+    if len(pool.labeled):
+        init = _init_away_from_labeled(features, pool.labeled, budget, seed)
+    else:
+        # §2.2: random.Random(seed).sample(range(N), B) reproduces C1's initialisation.
+        init = random.Random(seed).sample(range(n), budget)
     fixed = torch.from_numpy(pool.labeled).long()
     theta = features[init].clone()
     result = fit_centroids(features, theta, params, seed=seed, progress=progress, fixed=features[fixed])
@@ -81,9 +83,31 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     return Picks(indices=picks, role="pick", info=info)
 
 
-def _unlabeled_rows(pool) -> np.ndarray:
-    rows = np.arange(pool.size)
-    return np.setdiff1d(rows, pool.labeled, assume_unique=True) if len(pool.labeled) else rows
+def _init_away_from_labeled(features: torch.Tensor, labeled: np.ndarray, budget: int, seed: int) -> list[int]:
+    """Incremental selection: draw the new centroids by D² sampling from the labeled set onwards.
+
+    A uniform draw (§2.2) puts centroids inside regions the labeled samples already cover, and
+    the optimiser only moves them locally; k-means++-style sampling, seeded by the labeled samples,
+    starts them where the labeled set is missing. Deterministic for a seed, O(N) memory.
+    """
+    rng = np.random.default_rng(seed)
+    _, nearest = nearest_by_similarity(features, features[torch.from_numpy(labeled)])
+    distance = (2 - 2 * nearest.double()).clamp_min_(0)  # squared Euclidean on unit rows
+    distance[torch.from_numpy(labeled)] = 0
+    chosen: list[int] = []
+    for _ in range(budget):
+        weights = distance.numpy()
+        total = weights.sum()
+        if total > 0:
+            row = int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"))
+            row = min(row, len(weights) - 1)
+        else:  # every remaining sample duplicates a labeled or chosen one
+            free = np.setdiff1d(np.arange(len(weights)), np.concatenate([labeled, chosen]).astype(np.int64))
+            row = int(free[rng.integers(len(free))])
+        chosen.append(row)
+        torch.minimum(distance, (2 - 2 * (features @ features[row]).double()).clamp_min_(0), out=distance)
+        distance[row] = 0
+    return chosen
 
 
 @dataclass
