@@ -63,7 +63,9 @@ def test_csv_export_and_data_urls_for_manifests_holding_bytes(tmp_path):
     assert kind == "data:image/png;base64" and base64.b64decode(payload) == manifest.load_bytes(5)
 
 
-def test_signed_urls_are_v4_signatures_of_the_gs_object(tmp_path):
+def test_signed_urls_are_v4_signatures_of_the_gs_object(tmp_path, monkeypatch):
+    # Signing is local; without this an emulator started by earlier tests would set the URL's host.
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from google.oauth2 import service_account
