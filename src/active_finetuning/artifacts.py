@@ -300,6 +300,14 @@ def read_selection(uri: str, pool: FeatureTable | None = None) -> Selection:
     return Selection(indices, sample_ids, role, score, pseudo, metadata_of(table.schema))
 
 
+def read_sample_ids(uri: str, what: str) -> list[str]:
+    """The ``sample_id`` column of any artifact (e.g. the already-labeled set)."""
+    table = read_table(uri, what)
+    if "sample_id" not in table.column_names:
+        raise InputError(f"{what} {uri!r} has no 'sample_id' column")
+    return table.column("sample_id").to_pylist()
+
+
 def rows_of(pool: FeatureTable, sample_ids, what: str) -> np.ndarray:
     """Row numbers of ``sample_ids`` in ``pool``; ids missing from the pool are an error."""
     position = {sid: i for i, sid in enumerate(pool.sample_ids.tolist())}

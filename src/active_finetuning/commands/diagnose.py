@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from .. import diagnostics
-    from ..artifacts import read_features, read_selection, read_table
+    from ..artifacts import read_features, read_sample_ids, read_selection
     from ..errors import InputError
 
     if args.clusters is not None and args.clusters < 1:
@@ -28,12 +28,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--seed must be a non-negative integer, got {args.seed}")
     pool = read_features(args.features)
     selection = read_selection(args.selection)
-    labeled = None
-    if args.labeled:
-        table = read_table(args.labeled, "labeled set")
-        if "sample_id" not in table.column_names:
-            raise InputError(f"labeled set {args.labeled!r} has no 'sample_id' column")
-        labeled = table.column("sample_id").to_pylist()
+    labeled = read_sample_ids(args.labeled, "labeled set") if args.labeled else None
     report = diagnostics.diagnose(pool, selection, labeled=labeled, seed=args.seed, clusters=args.clusters)
     print(diagnostics.summary(report))
     if args.out:

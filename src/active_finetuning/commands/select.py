@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..artifacts import read_features, read_table, write_selection
+    from ..artifacts import read_features, read_sample_ids, write_selection
     from ..errors import InputError
     from ..selection import select
 
@@ -43,12 +43,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     params = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     features = read_features(args.features)
-    labeled = None
-    if args.labeled:
-        table = read_table(args.labeled, "labeled set")
-        if "sample_id" not in table.column_names:
-            raise InputError(f"labeled set {args.labeled!r} has no 'sample_id' column")
-        labeled = table.column("sample_id").to_pylist()
+    labeled = read_sample_ids(args.labeled, "labeled set") if args.labeled else None
     selection = select(features, args.budget, args.method, seed=args.seed, labeled=labeled,
                        progress=not args.no_progress, **params)
     write_selection(selection, args.out)
