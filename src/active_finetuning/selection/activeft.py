@@ -217,18 +217,23 @@ def _log_repulsion(centroids, tau, chunk):
     """log R_j = log Σ_l exp(⟨c_l, c_j⟩/τ), self term included (§2.4)."""
     b = centroids.shape[0]
     log_r = torch.empty(b)
-    for cols in _column_chunks(b, chunk):
-        log_r[cols] = torch.logsumexp(centroids @ centroids[cols].T / tau, dim=0)
+    for rows in _column_chunks(b, chunk):
+        log_r[rows] = torch.logsumexp(centroids[rows] @ centroids.T / tau, dim=1)
     return log_r
 
 
 def _repulsion_gradient(centroids, per_center, tau, chunk):
-    """Σ_i (σ(z_i)/N) ∂log R_{k_i}/∂c_{k_i}, with the other factor stop-gradient (§2.4 point 4)."""
+    """Σ_i (σ(z_i)/N) ∂log R_{k_i}/∂c_{k_i}, with the other factor stop-gradient (§2.4 point 4).
+
+    The Gram blocks are (chunk × B) and reduced along their contiguous rows: torch's softmax over
+    the other dimension sums in an order that depends on the thread count, which would make the
+    trajectory (and the picks) differ between 1 and 2 threads.
+    """
     b = centroids.shape[0]
     grad = torch.zeros_like(centroids)
-    for cols in _column_chunks(b, chunk):
-        weights = torch.softmax(centroids @ centroids[cols].T / tau, dim=0)  # (B, chunk)
-        grad[cols] = (weights.T @ centroids) * (per_center[cols, None] / tau)
+    for rows in _column_chunks(b, chunk):
+        weights = torch.softmax(centroids[rows] @ centroids.T / tau, dim=1)  # (chunk, B)
+        grad[rows] = (weights @ centroids) * (per_center[rows, None] / tau)
     return grad
 
 
