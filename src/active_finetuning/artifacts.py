@@ -308,13 +308,16 @@ def read_sample_ids(uri: str, what: str) -> list[str]:
     return table.column("sample_id").to_pylist()
 
 
-def rows_of(pool: FeatureTable, sample_ids, what: str) -> np.ndarray:
-    """Row numbers of ``sample_ids`` in ``pool``; ids missing from the pool are an error."""
-    position = {sid: i for i, sid in enumerate(pool.sample_ids.tolist())}
+def rows_of(pool, sample_ids, what: str, where: str = "the features pool",
+            fix: str = "use the features artifact the ids came from") -> np.ndarray:
+    """Row numbers of ``sample_ids`` in ``pool`` (a features table, a manifest: anything with
+    ``sample_ids``). Missing ids are an :class:`InputError` that names ``what`` listed them,
+    ``where`` they were looked up and the ``fix``."""
+    position = {sid: i for i, sid in enumerate(np.asarray(pool.sample_ids).tolist())}
     missing = [sid for sid in sample_ids if sid not in position]
     if missing:
         raise InputError(
-            f"{what} names {len(missing)} sample ids that are not in the features pool "
-            f"(first: {missing[0]!r}); use the features artifact the ids came from"
+            f"{what} names {len(missing)} sample ids that are not in {where} "
+            f"(first: {', '.join(map(repr, missing[:3]))}); {fix}"
         )
     return np.asarray([position[sid] for sid in sample_ids], dtype=np.int64)

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import storage
-from .artifacts import _check_unique_ids, _with_metadata, metadata_of, read_table, write_table
+from .artifacts import _check_unique_ids, _with_metadata, metadata_of, read_table, rows_of, write_table
 from .errors import InputError
 
 EXPORT_FORMATS = ("label-studio", "csv")
@@ -106,14 +106,8 @@ def _selection_metadata(selection) -> dict[str, Any]:
 
 
 def _manifest_rows(manifest, sample_ids: Sequence[str], what: str) -> np.ndarray:
-    position = {sid: i for i, sid in enumerate(list(manifest.sample_ids))}
-    unknown = [sid for sid in sample_ids if sid not in position]
-    if unknown:
-        raise InputError(
-            f"{what} names {len(unknown)} sample ids that are not in the manifest (first: "
-            f"{', '.join(map(repr, unknown[:3]))}); use the manifest the selection was made from"
-        )
-    return np.asarray([position[sid] for sid in sample_ids], dtype=np.int64)
+    return rows_of(manifest, sample_ids, what, where="the manifest",
+                   fix="use the manifest the selection was made from")
 
 
 # ----------------------------------------------------------------------------------------------
