@@ -20,18 +20,8 @@ def evaluate(model: dsl.Input[dsl.Model], test_manifest: dsl.Input[dsl.Dataset],
     Returns:
         The summary handed to the study (JSON: accuracy, numeric metrics, confusion matrix).
     """
-    import json
-
-    from active_finetuning.evaluation import evaluate as score, write_metrics
+    from active_finetuning.evaluation import evaluate as score, publish_result
     from active_finetuning.manifest import read_manifest
-    from active_finetuning.study import result_summary
 
     result = score(model.path, read_manifest(test_manifest.path), batch_size=batch_size, progress=False)
-    write_metrics(result, report.path)
-    summary = result_summary(result)
-    for name, value in summary["metrics"].items():
-        if "per_class_accuracy" not in name:
-            metrics.log_metric(name, value)
-    matrix = summary["confusion_matrix"]
-    confusion.log_confusion_matrix(matrix["categories"], matrix["matrix"])
-    return json.dumps(summary)
+    return publish_result(result, report.path, metrics, confusion)

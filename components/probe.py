@@ -22,21 +22,12 @@ def probe(features: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset], l
     Returns:
         The summary handed to the study (JSON: accuracy, numeric metrics, confusion matrix).
     """
-    import json
-
     from active_finetuning.artifacts import read_features, read_selection
-    from active_finetuning.evaluation import ProbeParams, probe as run_probe, write_metrics
+    from active_finetuning.evaluation import ProbeParams, probe as run_probe, publish_result
     from active_finetuning.labels import read_labels
-    from active_finetuning.study import from_kfp, result_summary
+    from active_finetuning.study import from_kfp
 
     result = run_probe(read_features(features.path), read_selection(selection.path),
                        read_features(test_features.path), labels=read_labels(labels.path),
                        params=ProbeParams(**from_kfp(probe_params)))
-    write_metrics(result, report.path)
-    summary = result_summary(result)
-    for name, value in summary["metrics"].items():
-        if "per_class_accuracy" not in name:
-            metrics.log_metric(name, value)
-    matrix = summary["confusion_matrix"]
-    confusion.log_confusion_matrix(matrix["categories"], matrix["matrix"])
-    return json.dumps(summary)
+    return publish_result(result, report.path, metrics, confusion)

@@ -145,6 +145,20 @@ def test_result_summary_of_a_probe_and_of_an_evaluation():
     assert summary["accuracy"] == 0.75 and "top1" in summary["metrics"]
 
 
+def test_publish_result_writes_the_report_logs_to_kfp_outputs_and_returns_the_summary(tmp_path):
+    from kfp import dsl
+
+    from active_finetuning.evaluation import classification_metrics, publish_result, read_metrics
+
+    result = {"kind": "evaluate", **classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], classes=["a", "b"])}
+    metrics, confusion = dsl.Metrics(), dsl.ClassificationMetrics()
+    summary = json.loads(publish_result(result, str(tmp_path / "report.json"), metrics, confusion))
+    assert summary["accuracy"] == 0.75 and read_metrics(str(tmp_path / "report.json"))["top1"] == 0.75
+    assert metrics.metadata["top1"] == 0.75
+    assert not any("per_class_accuracy" in name for name in metrics.metadata)
+    assert confusion.metadata["confusionMatrix"]["annotationSpecs"] == [{"displayName": "a"}, {"displayName": "b"}]
+
+
 def test_figures(tmp_path):
     from active_finetuning.artifacts import FeatureTable, Selection
     from active_finetuning.reporting import accuracy_figure, selection_figure

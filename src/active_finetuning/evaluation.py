@@ -88,6 +88,26 @@ def read_metrics(uri: str) -> dict[str, Any]:
             raise InputError(f"metrics {uri!r} is not valid JSON: {err}") from err
 
 
+def publish_result(result: dict[str, Any], report_uri: str, metrics, confusion) -> str:
+    """Hand an evaluation result (:func:`probe` / :func:`evaluate`) on from a pipeline step.
+
+    Writes every metric to ``report_uri``, logs the numbers (per-class accuracies left out) to
+    ``metrics`` and the confusion matrix to ``confusion`` (KFP ``Metrics`` and
+    ``ClassificationMetrics`` outputs), and returns the study's summary as JSON
+    (:func:`~active_finetuning.study.result_summary`).
+    """
+    from .study import result_summary
+
+    write_metrics(result, report_uri)
+    summary = result_summary(result)
+    for name, value in summary["metrics"].items():
+        if "per_class_accuracy" not in name:
+            metrics.log_metric(name, value)
+    matrix = summary["confusion_matrix"]
+    confusion.log_confusion_matrix(matrix["categories"], matrix["matrix"])
+    return json.dumps(summary)
+
+
 def summary_line(name: str, metrics: dict[str, Any]) -> str:
     parts = [f"{name}: top-1 {100 * metrics['top1']:.2f}%"]
     if "top5" in metrics:
