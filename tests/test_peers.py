@@ -7,7 +7,7 @@ import torch
 from active_finetuning.errors import InputError
 from active_finetuning.selection import select
 from active_finetuning.selection.api import unit_rows
-from active_finetuning.selection.clustering import minibatch_kmeans
+from active_finetuning.selection.clustering import kmeans_plusplus, minibatch_kmeans
 from active_finetuning.selection.neighbours import nearest_neighbours, nearest_other_group
 from active_finetuning.selection.peers import BallGraph, neighbour_graph, purity_radius, typicality
 from tests.conftest import gaussian_mixture
@@ -42,6 +42,32 @@ def test_nearest_other_group_matches_a_masked_dense_max():
     mask = groups.numpy()[:, None] != groups.numpy()[None, :]
     expected = np.where(mask, dense, -np.inf).max(axis=1)[rows.numpy()]
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def _textbook_d2_seeding(points: np.ndarray, k: int, seed: int) -> list:
+    """k-means++ as Arthur & Vassilvitskii write it: squared differences in float64."""
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(points)))]
+    closest = ((points - points[chosen[0]]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        chosen.append(int(np.searchsorted(np.cumsum(closest), rng.random() * closest.sum(), side="right")))
+        closest = np.minimum(closest, ((points - points[chosen[-1]]) ** 2).sum(axis=1))
+    return chosen
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kmeans_plusplus_draws_the_textbook_d2_samples(seed):
+    features, _ = gaussian_mixture(400, 12, 5, spread=0.6, seed=seed)  # not unit rows: norms differ
+    points = torch.as_tensor(features, dtype=torch.float32)
+    expected = _textbook_d2_seeding(points.double().numpy(), 25, seed)
+    centers = kmeans_plusplus(points, 25, np.random.default_rng(seed))
+    assert torch.equal(centers, points[expected])
+
+
+def test_kmeans_plusplus_never_draws_a_center_twice_when_points_repeat():
+    points = torch.eye(4).repeat(3, 1)  # 4 distinct rows, each three times
+    centers = kmeans_plusplus(points, 4, np.random.default_rng(0))
+    assert len({tuple(row.tolist()) for row in centers}) == 4
 
 
 def test_minibatch_kmeans_recovers_separated_clusters_deterministically():

@@ -38,10 +38,21 @@ def nearest_center(points: torch.Tensor, centers: torch.Tensor):
 
 @torch.no_grad()
 def kmeans_plusplus(points: torch.Tensor, k: int, rng: np.random.Generator, progress: bool = False) -> torch.Tensor:
-    """k-means++ seeding (one candidate per step), O(N) memory."""
+    """k-means++ seeding (one candidate per step), O(N) memory.
+
+    Each step costs one matrix-vector product: ‖x − c‖² = ‖x‖² + ‖c‖² − 2⟨x, c⟩. (An N × d
+    difference per step made seeding three quarters of a K = 250 k-means on 50,000 × 1280.)
+    """
     n = points.shape[0]
+    norms = (points * points).sum(dim=1)
+
+    def squared_distances_to(row: int) -> torch.Tensor:
+        distances = (norms + norms[row] - 2 * (points @ points[row])).clamp_min_(0)
+        distances[row] = 0  # exact for the center itself, so it is never drawn again
+        return distances
+
     chosen = [int(rng.integers(n))]
-    closest = ((points - points[chosen[0]]) ** 2).sum(dim=1)
+    closest = squared_distances_to(chosen[0])
     for _ in progress_bar(range(1, k), desc="k-means++", enabled=progress):
         weights = closest.double().numpy()
         total = weights.sum()
@@ -50,7 +61,7 @@ def kmeans_plusplus(points: torch.Tensor, k: int, rng: np.random.Generator, prog
             chosen.append(int(unused[rng.integers(len(unused))]))
         else:
             chosen.append(int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right").clip(0, n - 1)))
-        torch.minimum(closest, ((points - points[chosen[-1]]) ** 2).sum(dim=1), out=closest)
+        torch.minimum(closest, squared_distances_to(chosen[-1]), out=closest)
     return points[chosen].clone()
 
 
