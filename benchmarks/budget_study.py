@@ -65,7 +65,9 @@ def command_select(args) -> None:
                 name, params, core_seconds = method_params(method, budget, seed, len(pool), out, args.cache)
                 selection = select(pool, budget, name, seed=seed, progress=args.progress, **params)
                 write_selection(selection, str(path))
-                (out / f"{key}.json").write_text(json.dumps({"seconds": selection.seconds + core_seconds,
+                # reused cores without a time (made elsewhere): the total is unknown, keep the stage's own
+                total = None if core_seconds is None else selection.seconds + core_seconds
+                (out / f"{key}.json").write_text(json.dumps({"seconds": total, "stage_seconds": selection.seconds,
                                                              "threads": args.threads,
                                                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}))
                 print(f"{key}: {selection.seconds:.1f} s", flush=True)
@@ -81,7 +83,7 @@ def _check_reused(path: Path, method: str, budget: int, seed: int, pool) -> None
 
 
 def method_params(method: str, budget: int, seed: int, pool_size: int, selections: Path, cache: str):
-    """(registered name, parameters, seconds already spent on reused cores) of a study method.
+    """(registered name, parameters, seconds already spent on reused cores, None if unknown) of a study method.
 
     Defaults everywhere, except: ProbCover keeps its neighbour graph between runs on the same pool;
     BiLAF's ActiveFT cores are read from the cached ActiveFT selection of the same size and seed
@@ -102,7 +104,7 @@ def method_params(method: str, budget: int, seed: int, pool_size: int, selection
         cached = selections / f"{_key('activeft', cores, seed)}.parquet"
         if cached.exists():
             timing = json.loads(cached.with_suffix(".json").read_text())
-            return "bilaf", {"cores": str(cached)}, float(timing["seconds"] or 0.0)
+            return "bilaf", {"cores": str(cached)}, timing["seconds"]
         return "bilaf", params, 0.0
     return method, {}, 0.0
 
@@ -182,16 +184,21 @@ def command_report(args) -> None:
                 mean, std, runs = table[method, budget][metric]
                 cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}" + ("" if runs == 3 else f" (n={runs})"))
             print(f"| {method} | " + " | ".join(cells) + " |")
-    print("\nselection time (s), mean over seeds\n")
+    print("\nselection time (s), mean over the timed runs (n = runs with a time)\n")
     print("| method | " + " | ".join(str(b) for b in budgets) + " |")
     print("| --- |" + " --- |" * len(budgets))
     for method in methods:
-        cells = [f"{table[method, b]['seconds'][0]:.0f}" if (method, b) in table and table[method, b]["seconds"][2]
-                 else "–" for b in budgets]
-        print(f"| {method} | " + " | ".join(cells) + " |")
+        print(f"| {method} | " + " | ".join(_time_cell(table.get((method, b))) for b in budgets) + " |")
     if args.plot:
         _plot(table, methods, budgets, args.plot)
         print(f"\nplot: {args.plot}")
+
+
+def _time_cell(cell) -> str:
+    if cell is None or not cell["seconds"][2]:
+        return "–"
+    mean, _, runs = cell["seconds"]
+    return f"{mean:.0f}" + ("" if runs == 3 else f" (n={runs})")
 
 
 def _plot(table, methods, budgets, path) -> None:
