@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
@@ -15,6 +16,20 @@ SCREEN_BLOCK_ELEMENTS = 1 << 21
 # A float32 GEMM rounds each element the same way whatever the number of rows once there are
 # enough of them (a few rows take other kernels): blocks of fewer rows are padded to this many.
 GEMM_MIN_ROWS = 64
+# Centers per snapping block: the pool is read once per this many centers.
+SNAP_CENTER_ROWS = 8192
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch on one thread inside the block: small products and elementwise passes gain
+    nothing from a second thread and stall on it when the machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def rows_per_block(columns: int, block_elements: int = BLOCK_ELEMENTS) -> int:
@@ -48,31 +63,68 @@ def snap_to_unique_samples(
 ) -> np.ndarray:
     """Map each center, in order, to its most similar pool row not already taken (§2.6).
 
-    Equivalent to C1's full descending sort per centroid, but each centroid looks only at its
-    ``topk`` most similar rows and falls back to a full sort of its own row only when all of them
-    are taken (centroid j can be blocked by at most j earlier picks). ``excluded`` rows are never
-    taken.
+    Equivalent to C1's full descending sort per centroid (ties → lowest row), but each centroid
+    looks only at its ``topk`` most similar rows, found in one blocked pass over the pool. Its
+    full row is computed again only when the candidates cannot decide: all taken, or the first
+    free one tied with the last listed (centroid j can be blocked by at most j earlier picks).
+    ``excluded`` rows are never taken.
     """
     n = pool.shape[0]
     taken = np.zeros(n, dtype=bool)
     if excluded is not None and len(excluded):
         taken[excluded] = True
-    k = min(topk, n)
+    values, candidates = _top_candidates(centers, pool, min(topk, n))
     picks = np.empty(centers.shape[0], dtype=np.int64)
-    chunk = rows_per_block(n)
-    for start in range(0, centers.shape[0], chunk):
-        block = centers[start : start + chunk] @ pool.T
-        candidates = torch.topk(block, k, dim=1, sorted=True).indices.numpy()
-        for offset, row in enumerate(candidates):
-            free = row[~taken[row]]
-            if len(free):
-                choice = int(free[0])
-            else:
-                order = torch.argsort(block[offset], descending=True, stable=True).numpy()
-                choice = int(order[np.flatnonzero(~taken[order])[0]])
-            taken[choice] = True
-            picks[start + offset] = choice
+    for j, (value, row) in enumerate(zip(values, candidates)):
+        free = np.flatnonzero(~taken[row])
+        if len(free) and (value[free[0]] > value[-1] or len(row) == n):
+            choice = int(row[free[0]])
+        else:
+            order = torch.argsort(_similarity_row(centers, j, pool), descending=True, stable=True).numpy()
+            choice = int(order[np.flatnonzero(~taken[order])[0]])
+        taken[choice] = True
+        picks[j] = choice
     return picks
+
+
+def _snap_blocks(centers: int, pool: int):
+    """Center rows and pool rows per similarity block: many centers at once, so that the pool is
+    read once (or a few times), and at most ``BLOCK_ELEMENTS`` elements per block."""
+    center_rows = max(1, min(centers, SNAP_CENTER_ROWS))
+    return center_rows, min(pool, rows_per_block(center_rows))
+
+
+def _top_candidates(centers: torch.Tensor, pool: torch.Tensor, k: int):
+    """Each center's ``k`` most similar pool rows, every row more similar than the last listed
+    included, ordered by descending similarity then row; and the similarities (numpy arrays)."""
+    b, n = centers.shape[0], pool.shape[0]
+    center_rows, pool_rows = _snap_blocks(b, n)
+    values = np.empty((b, k), dtype=np.float32)
+    rows = np.empty((b, k), dtype=np.int64)
+    for first in range(0, b, center_rows):
+        part = slice(first, min(b, first + center_rows))
+        best = torch.empty((part.stop - first, 0))
+        where = torch.empty((part.stop - first, 0), dtype=torch.int64)
+        for start in range(0, n, pool_rows):
+            similarity = centers[part] @ pool[start : start + pool_rows].T
+            listed = torch.arange(start, start + similarity.shape[1]).expand(similarity.shape[0], -1)
+            merged, merged_rows = torch.cat([best, similarity], dim=1), torch.cat([where, listed], dim=1)
+            best, index = torch.topk(merged, min(k, merged.shape[1]), dim=1, sorted=False)
+            where = torch.gather(merged_rows, 1, index)
+        order = np.lexsort((where.numpy(), -best.numpy()))  # along each row
+        values[part] = np.take_along_axis(best.numpy(), order, 1)
+        rows[part] = np.take_along_axis(where.numpy(), order, 1)
+    return values, rows
+
+
+def _similarity_row(centers: torch.Tensor, j: int, pool: torch.Tensor) -> torch.Tensor:
+    """Center ``j``'s similarity to every pool row, computed by the same GEMM kernel as the
+    candidate blocks (at least ``GEMM_MIN_ROWS`` center rows)."""
+    first = max(0, min(j, centers.shape[0] - GEMM_MIN_ROWS))
+    _, pool_rows = _snap_blocks(centers.shape[0], pool.shape[0])
+    slab = centers[first : first + GEMM_MIN_ROWS]
+    return torch.cat([(slab @ pool[start : start + pool_rows].T)[j - first]
+                      for start in range(0, pool.shape[0], pool_rows)])
 
 
 # Unit roundoff of bfloat16 (8 significant bits) and of float32 (24 bits).
@@ -154,14 +206,16 @@ class ScreenedNearest:
                      + self.rounding_norm * shifted_max + rescore) * (1 + 1e-9)
         pair_rows, pair_cols = [], []
         for start, block in blocks:
-            screen = (self.rounded[block] @ rounded.T).float()
-            top = screen.amax(dim=1).double()
+            product = self.rounded[block] @ rounded.T
+            with one_thread():  # elementwise passes: parallel threads only stall on a shared machine
+                screen = product.float().numpy()
+            top = torch.from_numpy(screen.max(axis=1)).double()
             # Invert h(o) = o + β|o| (increasing) at h(top) − β|top| − width: the lowest o that may win.
             level = top - beta * top.abs() - width[block]
             threshold = torch.where(level >= 0, level / (1 + beta), level / (1 - beta)).float()
             threshold = torch.nextafter(threshold, torch.tensor(-math.inf)).numpy()
             skip = start - block.start  # rows a short last block repeats from the one before
-            flat = np.flatnonzero(screen.numpy()[skip:] >= threshold[skip:, None])
+            flat = np.flatnonzero(screen[skip:] >= threshold[skip:, None])
             pair_rows.append(torch.from_numpy(flat // b + start))
             pair_cols.append(torch.from_numpy(flat % b))
         slack = (4 * rescore * (1 + 1e-9)).float()
