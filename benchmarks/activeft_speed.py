@@ -2,6 +2,7 @@
 
     python benchmarks/activeft_speed.py --features ../shared/data/cifar10/features-train.parquet
     python benchmarks/activeft_speed.py --iterations 20        # a quick run while developing
+    python benchmarks/activeft_speed.py --noise-floor          # + what rounding alone does to the picks
 
 The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
 similarity matrix, as in the official code. Both start from the same initial centroids
@@ -29,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "features-train.parquet"
+NOISE_RUNS = ("ours-1-thread", "reference-1-thread", "reference-float64")
 
 
 def main() -> None:
@@ -41,6 +43,9 @@ def main() -> None:
     parser.add_argument("--gemm-repeats", type=int, default=5, help="timed GEMMs per rate (median)")
     parser.add_argument("--memory-iterations", type=int, default=5,
                         help="iterations of the memory children (the peak is reached in the first one); 0 skips them")
+    parser.add_argument("--noise-floor", nargs="*", choices=NOISE_RUNS, metavar="RUN",
+                        help=f"also make these runs ({', '.join(NOISE_RUNS)}; all when none is named) and report "
+                             "the picks every pair of runs shares: how far rounding alone moves the selection")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--memory-child", choices=["ours", "reference", "cli"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -106,12 +111,37 @@ def run(args) -> dict:
     figures["shared_picks"] = len(set(ours) & set(reference))
     figures["same_order"] = ours == list(reference)
     figures["loss_relative_difference"] = abs(figures["ours"]["final_loss"] - reference_loss) / abs(reference_loss)
+    if args.noise_floor is not None:
+        figures["noise_floor"] = noise_floor(args, table, features, {"ours": ours, "reference": list(reference)})
     floor = figures["gemm"]["flops_per_iteration"] * args.iterations
     figures["floor_seconds"] = {name: floor / (figures["gemm"][name]["gflops"] * 1e9) for name in ("fp32", "bf16")}
     if args.memory_iterations > 0:
         figures["memory"] = memory_of(args, features)
         figures["memory"]["iterations"] = args.memory_iterations
     return figures
+
+
+def noise_floor(args, table, features, picks: dict) -> dict:
+    """Shared picks between runs that differ only in rounding: ours and the float32 reference with 1
+    thread instead of ``--threads``, and the reference in float64 (the same trajectory with float32's
+    rounding errors 2⁻²⁹ times smaller, so nearly the exact one)."""
+    import torch
+
+    from active_finetuning.selection import select
+    from tests.oracles.activeft_dense import dense_activeft
+
+    common = {"seed": args.seed, "iterations": args.iterations}
+    runs = {
+        "ours-1-thread": lambda: [int(i) for i in select(table, args.budget, "activeft", **common).indices],
+        "reference-1-thread": lambda: dense_activeft(features, args.budget, **common)[0],
+        "reference-float64": lambda: dense_activeft(features, args.budget, dtype=torch.float64, **common)[0],
+    }
+    for name in args.noise_floor or NOISE_RUNS:
+        torch.set_num_threads(1 if name.endswith("1-thread") else args.threads)
+        picks[name] = runs[name]()
+    torch.set_num_threads(args.threads)
+    names = list(picks)
+    return {f"{a} | {b}": len(set(picks[a]) & set(picks[b])) for i, a in enumerate(names) for b in names[i + 1:]}
 
 
 def memory_of(args, features) -> dict:
@@ -188,6 +218,8 @@ def report(f: dict) -> str:
         f"bf16 {f['floor_seconds']['bf16']:.1f} s; ours / floor: "
         f"{ours['seconds'] / f['floor_seconds']['fp32']:.2f} (fp32), {ours['seconds'] / f['floor_seconds']['bf16']:.2f} (bf16)",
     ]
+    for pair, shared in f.get("noise_floor", {}).items():
+        lines.append(f"shared picks, {pair}: {shared}/{f['budget']}")
     m = f.get("memory")
     if m:
         lines.append(f"peak RSS of a child process ({m['iterations']} iterations; torch's libraries included): "

@@ -4,7 +4,7 @@ import torch
 
 from active_finetuning.artifacts import FeatureTable, write_features
 from active_finetuning.selection import select
-from active_finetuning.selection.activeft import ActiveFTParams, _centroid_gradient
+from active_finetuning.selection.activeft import ActiveFTParams, _blockwise, _centroid_gradient
 from tests.conftest import gaussian_mixture, run_cli
 from tests.oracles.activeft_dense import dense_activeft
 
@@ -86,6 +86,38 @@ def test_byte_identical_with_one_and_two_threads(tmp_path):
         assert result.returncode == 0, result.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def _with_threads(threads, function):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return function()
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("function", [torch.sigmoid, torch.nn.functional.softplus])
+def test_elementwise_blocks_round_the_same_with_one_and_two_threads(function):
+    # Values that torch's scalar and vectorised code round differently, 50,008 of them: with two
+    # threads one call splits at element 25,004 and the elements before the split take the scalar path.
+    candidates = torch.randn(4096, generator=torch.Generator().manual_seed(0)) * 3
+    scalar = torch.stack([function(value[None])[0] for value in candidates])
+    unstable = candidates[function(candidates) != scalar]
+    values = unstable.repeat(50_008 // len(unstable) + 1)[:50_008]
+    one, two = (_with_threads(threads, lambda: _blockwise(function, values)) for threads in (1, 2))
+    assert torch.equal(one, two)
+
+
+def test_gradient_is_bitwise_identical_with_one_and_two_threads():
+    generator = torch.Generator().manual_seed(4)
+    features = unit(torch.randn(50_008, 16, generator=generator))
+    centroids = unit(features[:500] + 0.3 * torch.randn(500, 16, generator=generator))
+    (grad_1, loss_1), (grad_2, loss_2) = (
+        _with_threads(threads, lambda: _centroid_gradient(features, centroids, None, ActiveFTParams()))
+        for threads in (1, 2))
+    assert torch.equal(grad_1, grad_2)
+    assert loss_1 == loss_2
 
 
 def test_screened_and_dense_assignment_select_the_same_samples():

@@ -186,8 +186,8 @@ def _centroid_gradient(rows, centroids, fixed, params: ActiveFTParams, nearest=N
     if params.loss_form == "official":
         log_r = _log_repulsion(everything, tau, chunk)  # log R_j over moving and fixed centroids
         z = math.log(params.balance) + log_r[assigned] - positive
-        weight = torch.sigmoid(z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i) (§2.4)
-        loss_value = float(torch.nn.functional.softplus(z).mean())
+        weight = _blockwise(torch.sigmoid, z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i) (§2.4)
+        loss_value = _mean(_blockwise(torch.nn.functional.softplus, z))
         grad = -_assigned_sum(rows, assigned, weight, everything.shape[0]) / (n * tau)
         per_center = torch.zeros(everything.shape[0]).index_add_(0, assigned, weight) / n
         grad += _repulsion_gradient(everything, per_center, tau, chunk)
@@ -195,8 +195,27 @@ def _centroid_gradient(rows, centroids, fixed, params: ActiveFTParams, nearest=N
         grad = -_assigned_sum(rows, assigned, torch.ones(n), everything.shape[0]) / (n * tau)
         repulsion_grad, repulsion_value = _paper_repulsion(everything, tau, chunk)
         grad += params.balance / b * repulsion_grad
-        loss_value = float(-positive.mean()) + params.balance * repulsion_value / b
+        loss_value = -_mean(positive) + params.balance * repulsion_value / b
     return grad[:b], loss_value
+
+
+# Element-wise work on at most this many elements runs on one thread (torch's grain size is 32,768).
+SERIAL_ELEMENTS = 1 << 14
+
+
+def _blockwise(function, values: torch.Tensor) -> torch.Tensor:
+    """``function`` applied to fixed blocks of ``values``, so that the result does not depend on
+    the number of threads: torch splits one large call between threads at offsets that depend on
+    their number, and elements at a split go through the scalar code of ``exp``-based functions,
+    which rounds differently from the vectorised code (1 ulp, enough to move the trajectory)."""
+    if values.numel() <= SERIAL_ELEMENTS:
+        return function(values)
+    return torch.cat([function(part) for part in values.split(SERIAL_ELEMENTS)])
+
+
+def _mean(values: torch.Tensor) -> float:
+    """Mean in a fixed summation order (float64 partial sums of fixed blocks), whatever the threads."""
+    return sum(float(part.double().sum()) for part in values.split(SERIAL_ELEMENTS)) / max(1, values.numel())
 
 
 def _assigned_sum(rows, assigned, weight, centers: int) -> torch.Tensor:
