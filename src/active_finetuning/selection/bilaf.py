@@ -52,6 +52,11 @@ from .similarity import BLOCK_ELEMENTS, rows_per_block
 OWN_CORE_DISTANCE = 1e9 + 7
 # Nearest centres listed per sample in the assignment pass; deeper opponent lists are recomputed.
 NEAREST_CENTRES = 16
+# Elements per block of the row norms in the assignment pass (stays in cache, no page faults).
+NORM_BLOCK_ELEMENTS = 1 << 18
+# Row blocks of a cluster's Gram matrix: only the blocks on and above the diagonal are multiplied.
+GRAM_PARTS = 4
+GRAM_MIN_ROWS = 64
 # Elements of denoised distance matrices kept from the denoising for the boundary stage.
 CACHE_ELEMENTS = 1 << 25
 
@@ -281,13 +286,14 @@ def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> 
 def _select_boundaries(features, clusters, centers, allocation, params: BilafParams, dtype, near,
                        progress: bool):
     rows, scores, classes = [], [], []
+    center_features = features[centers]
     for m, cluster in enumerate(progress_bar(clusters, desc="bilaf boundary", enabled=progress)):
         cluster.allocation = int(allocation[m])
         cluster.removal = len(cluster.denoised) // cluster.allocation
         members = features[cluster.denoised].to(dtype)
         start = int(np.flatnonzero(cluster.denoised == cluster.members[cluster.center])[0])
         listed = (near[0][cluster.denoised], near[1][cluster.denoised])
-        local, local_scores = _select_in_cluster(members, start, m, features[centers], cluster.allocation,
+        local, local_scores = _select_in_cluster(members, start, m, center_features, cluster.allocation,
                                                  params, cluster.distances, listed)
         cluster.distances = None
         if cluster.labeled:  # its centre is an existing pick, not a new one
@@ -312,10 +318,20 @@ def _nearest_centres(features: torch.Tensor, centers: torch.Tensor, depth: int):
         similarity = features[block] @ centers.T
         nearest[block] = similarity.max(dim=1).indices
         value, where = torch.topk(similarity, depth, dim=1, sorted=True)
-        squared = (features[block] * features[block]).sum(1)[:, None] + center_sq[where] - 2 * value
+        squared = _squared_norms(features[block])[:, None] + center_sq[where] - 2 * value
         top_distance[block] = squared.clamp_min_(0).sqrt_()
         top_index[block] = where.int()
     return nearest.numpy(), top_index.numpy(), top_distance.numpy()
+
+
+def _squared_norms(x: torch.Tensor) -> torch.Tensor:
+    """``(x * x).sum(1)`` in row blocks that stay in cache (the same per-row sums)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype)
+    step = max(1, NORM_BLOCK_ELEMENTS // max(1, x.shape[1]))
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        out[start : start + step] = (part * part).sum(1)
+    return out
 
 
 def _assign(features, centers, is_labeled, compat):
@@ -372,9 +388,22 @@ def local_distances(x: torch.Tensor) -> torch.Tensor | None:
     n = x.shape[0]
     if n * n > BLOCK_ELEMENTS:
         return None
-    distance = pairwise_distance(x, x)
+    norms = (x * x).sum(1)
+    distance = (norms[:, None] + norms[None, :] - 2 * _symmetric_gram(x)).clamp_min_(0).sqrt_()
     distance.fill_diagonal_(0.0)
     return distance
+
+
+def _symmetric_gram(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` from the blocks on and above the diagonal (about 5/8 of the products), mirrored."""
+    n = x.shape[0]
+    gram = torch.empty((n, n), dtype=x.dtype)
+    step = max(GRAM_MIN_ROWS, -(-n // GRAM_PARTS))
+    for start in range(0, n, step):
+        block = x[start : start + step] @ x[start:].T
+        gram[start : start + step, start:] = block
+        gram[start + step :, start : start + step] = block[:, step:].T
+    return gram
 
 
 def _row_blocks(rows: int, columns: int):
@@ -419,7 +448,7 @@ def _idc(x: torch.Tensor, center: int, params: BilafParams):
         keep[chosen] = False
         remaining = remaining[keep]
         nearest.keep(keep)
-        nearest.add(list(new), len(admitted))
+        nearest.add(new, len(admitted))
         admitted.extend(new.tolist())
         rings_left -= 1
     admitted = np.asarray(admitted, dtype=np.int64)
@@ -433,55 +462,68 @@ def _idc(x: torch.Tensor, center: int, params: BilafParams):
 class _NearestAdmitted:
     """For each remaining candidate, its k smallest distances to admitted members and their positions.
 
-    Merged ring by ring (O(candidates·(k + ring)) per ring), so no n×n matrix is held whole.
+    Merged ring by ring (O(candidates·(k + ring)) per ring), so no n×n matrix is held whole. The
+    bookkeeping is in numpy: a ring's arrays are small and numpy's per-call cost is a fraction of torch's.
     """
 
     def __init__(self, x: torch.Tensor, remaining: np.ndarray, k: int, matrix: torch.Tensor | None):
-        self.x, self.k, self.matrix = x, k, matrix
-        self.rows = torch.from_numpy(remaining)
-        self.values = torch.full((len(remaining), 0), float("inf"), dtype=x.dtype)
-        self.positions = torch.zeros((len(remaining), 0), dtype=torch.int64)
+        self.x, self.k = x, k
+        self.matrix = matrix.numpy() if matrix is not None else None
+        self.rows = remaining
+        self.values = np.empty((len(remaining), 0), dtype=torch.empty(0, dtype=x.dtype).numpy().dtype)
+        self.positions = np.empty((len(remaining), 0), dtype=np.int64)
 
     def keep(self, mask: np.ndarray) -> None:
-        keep = torch.from_numpy(mask)
-        self.rows, self.values, self.positions = self.rows[keep], self.values[keep], self.positions[keep]
+        self.rows, self.values, self.positions = self.rows[mask], self.values[mask], self.positions[mask]
 
     def add(self, new, first_position: int) -> None:
         if not len(self.rows):
             return
-        new = torch.as_tensor(new, dtype=torch.int64)
-        new_positions = torch.arange(first_position, first_position + len(new))
-        values, positions = [], []
+        new = np.asarray(new, dtype=np.int64)
+        width = min(self.k, self.values.shape[1] + len(new))
+        values = np.empty((len(self.rows), width), dtype=self.values.dtype)
+        positions = np.empty((len(self.rows), width), dtype=np.int64)
         for block in _row_blocks(len(self.rows), len(new)):
-            if self.matrix is not None:
-                distance = self.matrix[self.rows[block]][:, new]
-            else:
-                distance = pairwise_distance(self.x[self.rows[block]], self.x[new])
-            merged = torch.cat([self.values[block], distance], dim=1)
-            where = torch.cat([self.positions[block], new_positions.expand(distance.shape[0], -1)], dim=1)
-            top = min(self.k, merged.shape[1])
-            best, index = torch.topk(merged, top, dim=1, largest=False, sorted=True)
-            values.append(best)
-            positions.append(torch.gather(where, 1, index))
-        self.values, self.positions = torch.cat(values), torch.cat(positions)
+            values[block], positions[block] = self._merged(self._distances(self.rows[block], new),
+                                                           self.values[block], self.positions[block], first_position)
+        self.values, self.positions = values, positions
+
+    def _distances(self, rows: np.ndarray, new: np.ndarray) -> np.ndarray:
+        if self.matrix is not None:
+            return self.matrix[rows[:, None], new]
+        return pairwise_distance(self.x[torch.from_numpy(rows)], self.x[torch.from_numpy(new)]).numpy()
+
+    def _merged(self, distance, values, positions, first_position: int):
+        """The k smallest of the kept ``values`` and the new ``distance`` columns, ascending (ties →
+        earlier admitted), with their positions in the admitted list."""
+        merged = np.concatenate([values, distance], axis=1)
+        listed = np.broadcast_to(np.arange(first_position, first_position + distance.shape[1]), distance.shape)
+        where = np.concatenate([positions, listed], axis=1)
+        top = min(self.k, merged.shape[1])
+        index = np.argpartition(merged, top - 1, axis=1)[:, :top] if merged.shape[1] > top else \
+            np.broadcast_to(np.arange(top), merged.shape)
+        best = np.take_along_axis(merged, index, 1)
+        index = np.take_along_axis(index, np.lexsort((index, best)), 1)
+        return np.take_along_axis(merged, index, 1), np.take_along_axis(where, index, 1)
 
     def density(self, compat: bool) -> np.ndarray:
         """ρ over the k nearest admitted members (§3.3), or the reference's misindexed value (§3.4)."""
         if not compat:
-            return self.values.mean(dim=1).numpy()
+            return torch.from_numpy(self.values).mean(dim=1).numpy()
         # §3.4 indexing bug: the positions of the k nearest admitted members, within the admitted
         # list, are read as local indices of the candidate's own distance row.
         if self.matrix is not None:
-            return torch.gather(self.matrix[self.rows], 1, self.positions).mean(dim=1).numpy()
-        out = torch.empty(len(self.rows), dtype=self.x.dtype)
-        k = self.positions.shape[1]
-        for block in _row_blocks(len(self.rows), k * self.x.shape[1]):
-            own = self.x[self.rows[block]]
-            misread = self.x[self.positions[block]]  # (rows, k, d)
+            return torch.from_numpy(self.matrix[self.rows[:, None], self.positions]).mean(dim=1).numpy()
+        rows, positions = torch.from_numpy(self.rows), torch.from_numpy(self.positions)
+        out = torch.empty(len(rows), dtype=self.x.dtype)
+        k = positions.shape[1]
+        for block in _row_blocks(len(rows), k * self.x.shape[1]):
+            own = self.x[rows[block]]
+            misread = self.x[positions[block]]  # (rows, k, d)
             squared = (own * own).sum(1)[:, None] + (misread * misread).sum(2) - 2 * torch.einsum(
                 "rd,rkd->rk", own, misread)
             distance = squared.clamp_min_(0).sqrt_()
-            distance[self.positions[block] == self.rows[block, None]] = 0.0
+            distance[positions[block] == rows[block, None]] = 0.0
             out[block] = distance.mean(dim=1)
         return out.numpy()
 
