@@ -32,7 +32,6 @@ first). ``score`` is the (penalised) boundary score a pick had when it was taken
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import time
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .core_count import default_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
-from .similarity import BLOCK_ELEMENTS, rows_per_block
+from .similarity import BLOCK_ELEMENTS, one_thread, rows_per_block
 
 # The official code masks a sample's own core with this distance (it matters when K = 1).
 OWN_CORE_DISTANCE = 1e9 + 7
@@ -221,7 +220,7 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
     timings["assignment"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    with _one_thread():
+    with one_thread():
         _denoise(features, clusters, params, dtype, progress)
     timings["denoise"] = time.perf_counter() - clock
 
@@ -233,7 +232,7 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
         allocation = capped_budget_split(sizes, budget + int(is_labeled.sum()))
 
     clock = time.perf_counter()
-    with _one_thread():
+    with one_thread():
         rows, scores, classes = _select_boundaries(features, clusters, centers, allocation, params, dtype,
                                                    near, progress)
     timings["boundary"] = time.perf_counter() - clock
@@ -255,17 +254,6 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
             "reference_compat": bool(compat)}
     return Picks(indices=rows.astype(np.int64), role=role, score=scores.astype(np.float64),
                  pseudo_class=classes, info=info, tables={"clusters": _cluster_table(clusters, centers, classes)})
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Per-cluster products are small: one thread avoids parallel overhead (and shared-core stalls)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> None:
@@ -328,9 +316,10 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     """``(x * x).sum(1)`` in row blocks that stay in cache (the same per-row sums)."""
     out = torch.empty(x.shape[0], dtype=x.dtype)
     step = max(1, NORM_BLOCK_ELEMENTS // max(1, x.shape[1]))
-    for start in range(0, x.shape[0], step):
-        part = x[start : start + step]
-        out[start : start + step] = (part * part).sum(1)
+    with one_thread():  # many small passes: a second thread only adds a barrier to each
+        for start in range(0, x.shape[0], step):
+            part = x[start : start + step]
+            out[start : start + step] = (part * part).sum(1)
     return out
 
 
@@ -339,7 +328,8 @@ def _assign(features, centers, is_labeled, compat):
     Also returns the rows' nearest-centre lists (index, distance)."""
     center_features = features[centers]
     # Unit rows: the Euclidean nearest centre is the one with the largest inner product.
-    nearest, top_index, top_distance = _nearest_centres(features, center_features, NEAREST_CENTRES)
+    depth = 2 if compat else NEAREST_CENTRES  # compat keeps only the nearest other centre (§3.6)
+    nearest, top_index, top_distance = _nearest_centres(features, center_features, depth)
     own = np.arange(len(centers))
     for m in np.flatnonzero(nearest[centers] != own):
         twin = int(nearest[centers[m]])
@@ -502,9 +492,9 @@ class _NearestAdmitted:
         top = min(self.k, merged.shape[1])
         index = np.argpartition(merged, top - 1, axis=1)[:, :top] if merged.shape[1] > top else \
             np.broadcast_to(np.arange(top), merged.shape)
-        best = np.take_along_axis(merged, index, 1)
-        index = np.take_along_axis(index, np.lexsort((index, best)), 1)
-        return np.take_along_axis(merged, index, 1), np.take_along_axis(where, index, 1)
+        row = np.arange(len(merged))[:, None]
+        index = index[row, np.lexsort((index, merged[row, index]))]
+        return merged[row, index], where[row, index]
 
     def density(self, compat: bool) -> np.ndarray:
         """ρ over the k nearest admitted members (§3.3), or the reference's misindexed value (§3.4)."""
