@@ -261,7 +261,7 @@ def _denoise(features, clusters, params: BilafParams, dtype, progress: bool) -> 
     for m, cluster in enumerate(progress_bar(clusters, desc="bilaf denoise", enabled=progress)):
         local, matrix = _idc(features[cluster.members].to(dtype), cluster.center, params)
         if matrix is not None and len(local) ** 2 <= cache_room:  # reused by the boundary stage
-            cluster.distances = matrix[torch.from_numpy(local)][:, torch.from_numpy(local)]
+            cluster.distances = torch.from_numpy(matrix.numpy()[np.ix_(local, local)])
             cache_room -= len(local) ** 2
         if params.reference_compat and cluster.center not in local:
             raise InputError(f"denoising removed the core of pseudo-class {m} (row "
