@@ -120,6 +120,17 @@ def test_blocked_computation_gives_the_same_result(monkeypatch):
         assert boundary_selection(unit, cores, 90, params).indices.tolist() == indices
 
 
+def test_clusters_too_large_for_a_distance_matrix_give_the_same_result(monkeypatch):
+    # Above BLOCK_ELEMENTS a cluster has no n×n matrix: IDC computes its distances ring by ring.
+    features, _ = gaussian_mixture(3000, 16, 12, spread=0.6, seed=3000)
+    unit = unit_rows(features)
+    cores = select(features, 30, "kmeans", seed=0).indices
+    expected = {p: boundary_selection(unit, cores, 150, p).indices.tolist() for p in (COMPAT, BilafParams())}
+    monkeypatch.setattr(bilaf, "BLOCK_ELEMENTS", 1000)
+    for params, indices in expected.items():
+        assert boundary_selection(unit, cores, 150, params).indices.tolist() == indices
+
+
 # ----------------------------------------------------------------------------------------------
 # paper mode: exactly B distinct samples for every input (§3.7)
 
