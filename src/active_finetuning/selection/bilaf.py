@@ -460,7 +460,7 @@ class _NearestAdmitted:
         self.x, self.k = x, k
         self.matrix = matrix.numpy() if matrix is not None else None
         self.rows = remaining
-        self.values = np.empty((len(remaining), 0), dtype=torch.empty(0, dtype=x.dtype).numpy().dtype)
+        self.values = np.empty((len(remaining), 0), dtype=x.numpy().dtype)
         self.positions = np.empty((len(remaining), 0), dtype=np.int64)
 
     def keep(self, mask: np.ndarray) -> None:
