@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..progress import progress_bar
+from .clustering import d2_draw
 from .registry import Picks, register_selector, require
 from .similarity import (
     ScreenedNearest,
@@ -96,14 +97,7 @@ def _init_away_from_labeled(features: torch.Tensor, labeled: np.ndarray, budget:
     distance[torch.from_numpy(labeled)] = 0
     chosen: list[int] = []
     for _ in range(budget):
-        weights = distance.numpy()
-        total = weights.sum()
-        if total > 0:
-            row = int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"))
-            row = min(row, len(weights) - 1)
-        else:  # every remaining sample duplicates a labeled or chosen one
-            free = np.setdiff1d(np.arange(len(weights)), np.concatenate([labeled, chosen]).astype(np.int64))
-            row = int(free[rng.integers(len(free))])
+        row = d2_draw(distance.numpy(), rng, taken=np.concatenate([labeled, chosen]))
         chosen.append(row)
         torch.minimum(distance, (2 - 2 * (features @ features[row]).double()).clamp_min_(0), out=distance)
         distance[row] = 0

@@ -54,15 +54,20 @@ def kmeans_plusplus(points: torch.Tensor, k: int, rng: np.random.Generator, prog
     chosen = [int(rng.integers(n))]
     closest = squared_distances_to(chosen[0])
     for _ in progress_bar(range(1, k), desc="k-means++", enabled=progress):
-        weights = closest.double().numpy()
-        total = weights.sum()
-        if total <= 0:  # every point coincides with a center: take an unused one
-            unused = np.setdiff1d(np.arange(n), chosen)
-            chosen.append(int(unused[rng.integers(len(unused))]))
-        else:
-            chosen.append(int(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right").clip(0, n - 1)))
+        chosen.append(d2_draw(closest.double().numpy(), rng, taken=chosen))
         torch.minimum(closest, squared_distances_to(chosen[-1]), out=closest)
     return points[chosen].clone()
+
+
+def d2_draw(weights: np.ndarray, rng: np.random.Generator, taken) -> int:
+    """One k-means++ (D²) draw: a row with probability proportional to ``weights``, its squared
+    distance to the nearest point chosen so far; when every weight is zero (each row coincides
+    with a chosen point), a uniform draw among the rows not in ``taken``."""
+    total = weights.sum()
+    if total <= 0:
+        free = np.setdiff1d(np.arange(len(weights)), np.asarray(taken, dtype=np.int64))
+        return int(free[rng.integers(len(free))])
+    return int(min(np.searchsorted(np.cumsum(weights), rng.random() * total, side="right"), len(weights) - 1))
 
 
 @torch.no_grad()
