@@ -359,7 +359,10 @@ def _init_head(network, std: float) -> None:
     head = network.get_classifier() if hasattr(network, "get_classifier") else None
     if isinstance(head, torch.nn.Linear):
         with torch.no_grad():
-            head.weight.normal_(0.0, std) if std > 0 else head.weight.zero_()
+            if std > 0:
+                head.weight.normal_(0.0, std)
+            else:
+                head.weight.zero_()
             if head.bias is not None:
                 head.bias.zero_()
 
