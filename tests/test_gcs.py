@@ -26,6 +26,8 @@ def test_bytes_round_trip_exists_list_join(gcs_bucket):
     assert storage.exists(uri) and storage.read_bytes(uri) == b"hello"
     assert storage.list_prefix(storage.join(gcs_bucket, "runs")) == [uri, f"{gcs_bucket}/runs/sub/b.bin"]
     assert storage.open_input(uri).read() == b"hello"
+    with storage.open_arrow_input(uri) as handle:
+        assert handle.read() == b"hello"
 
 
 def test_features_artifact_round_trip_and_pyarrow_filesystem(gcs_bucket):

@@ -62,6 +62,27 @@ def test_missing_inputs_are_input_errors(tmp_path):
         storage.local_path("file://otherhost/x")
 
 
+def test_arrow_inputs_hold_no_python_object(tmp_path):
+    """Arrow's reader threads must never release a Python object: at interpreter shutdown that
+    aborts the process (status 134), so arrow reads an OS file or its own copy of the bytes."""
+    import sys
+
+    import pyarrow as pa
+
+    data = b"parquet bytes " * 1000
+    before = sys.getrefcount(data)
+    buffer = storage.arrow_buffer(data)
+    assert sys.getrefcount(data) == before and buffer.to_pybytes() == data
+    assert sys.getrefcount(data) == before
+    target = tmp_path / "a.bin"
+    target.write_bytes(data)
+    for uri in (str(target), target.as_uri()):
+        with storage.open_arrow_input(uri) as handle:
+            assert isinstance(handle, pa.OSFile) and handle.read() == data
+    with pytest.raises(InputError, match="does not exist"):
+        storage.open_arrow_input(str(tmp_path / "missing.bin"))
+
+
 def test_atomic_output_gives_the_artifact_a_umask_based_mode(tmp_path):
     import os
 

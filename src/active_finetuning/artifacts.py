@@ -64,7 +64,7 @@ def write_table(table: pa.Table, uri: str) -> None:
 
 
 def read_table(uri: str, what: str) -> pa.Table:
-    with storage.open_input(uri) as handle:
+    with storage.open_arrow_input(uri) as handle:
         try:
             return pq.read_table(handle)
         except (pa.ArrowInvalid, OSError) as err:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from . import __version__
@@ -67,20 +66,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def entry_point() -> None:
-    """The console script: ``main``, and after a failure an immediate exit with its status.
-
-    After an error the interpreter's shutdown can abort (``terminate called without an active
-    exception``, status 134) while native thread pools wind down; nothing is left to clean up
-    then (errors are raised before anything is written), so the status the user sees is ours.
-    """
-    status = main()
-    if status:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    sys.exit(status)
-
-
 if __name__ == "__main__":  # pragma: no cover
-    entry_point()
+    sys.exit(main())

@@ -451,10 +451,8 @@ def merge_features(shard_uris: list[str], out_uri: str) -> dict[str, Any]:
     shard_uris = list(dict.fromkeys(shard_uris))
     files, metas = [], []
     for uri in shard_uris:
-        with storage.open_input(uri) as handle:
-            data = handle.read()
         try:
-            file = pq.ParquetFile(pa.BufferReader(data))
+            file = pq.ParquetFile(storage.open_arrow_input(uri))
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(f"features shard {uri!r} is not a readable Parquet file: {err}") from None
         files.append((uri, file))

@@ -239,6 +239,34 @@ def open_input(uri: str):
     return open(path, "rb")
 
 
+def open_arrow_input(uri: str):
+    """A pyarrow file for reading ``uri`` that holds no Python object (a missing file is an
+    :class:`InputError`).
+
+    Arrow's reader threads release what they read from; releasing a Python object (a Python file,
+    ``bytes``) needs the interpreter lock, and when that happens during interpreter shutdown the
+    process aborts (``terminate called without an active exception``). An OS file, or GCS bytes
+    copied into Arrow's own memory, never touches Python from those threads.
+    """
+    import pyarrow as pa
+
+    if check_scheme(uri) == GCS_SCHEME:
+        return pa.BufferReader(arrow_buffer(read_bytes(uri)))
+    path = local_path(uri)
+    if not path.is_file():
+        raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+    return pa.OSFile(os.fspath(path))
+
+
+def arrow_buffer(data: bytes):
+    """A copy of ``data`` in Arrow-owned memory (no reference to the Python object)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
+
+
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[Path]:
     """A local path with the content of ``uri``: the file itself, or a temporary download."""
@@ -376,6 +404,15 @@ def delete(uri: str) -> None:
 
 
 def _current_umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux ≥ 4.7):
+    setting it to read it would race with files other threads create meanwhile."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
