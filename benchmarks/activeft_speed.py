@@ -3,6 +3,7 @@
     python benchmarks/activeft_speed.py --features ../shared/data/cifar10/features-train.parquet
     python benchmarks/activeft_speed.py --iterations 20        # a quick run while developing
     python benchmarks/activeft_speed.py --noise-floor          # + what rounding alone does to the picks
+    python benchmarks/activeft_speed.py --precision float64    # ours and the reference both in float64
 
 The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
 similarity matrix, as in the official code. Both start from the same initial centroids
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=["float32", "float64"], default="float32",
+                        help="ours with this precision parameter against the reference in this dtype")
     parser.add_argument("--gemm-repeats", type=int, default=5, help="timed GEMMs per rate (median)")
     parser.add_argument("--memory-iterations", type=int, default=5,
                         help="iterations of the memory children (the peak is reached in the first one); 0 skips them")
@@ -92,19 +95,22 @@ def gemm_rates(features, budget: int, repeats: int) -> dict:
 
 def run(args) -> dict:
     sys.path.insert(0, str(ROOT))
+    import torch
+
     from active_finetuning.selection import select
     from tests.oracles.activeft_dense import dense_activeft
 
     table, features = load(args.features)
     n, dim = features.shape
     figures = {"n": n, "d": dim, "budget": args.budget, "iterations": args.iterations,
-               "threads": args.threads, "seed": args.seed, "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
+               "threads": args.threads, "seed": args.seed, "precision": args.precision, "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
     selection, wall, cpu = timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
-                                                iterations=args.iterations))
+                                                iterations=args.iterations, precision=args.precision))
     ours = [int(i) for i in selection.indices]
     figures["ours"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": selection.metadata["info"]["final_loss"]}
+    dtype = getattr(torch, args.precision)
     (reference, reference_loss), wall, cpu = timed(lambda: dense_activeft(features, args.budget, seed=args.seed,
-                                                                          iterations=args.iterations))
+                                                                          iterations=args.iterations, dtype=dtype))
     figures["reference"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": reference_loss}
     figures["speedup"] = figures["reference"]["seconds"] / figures["ours"]["seconds"]
     figures["speedup_cpu"] = figures["reference"]["cpu_seconds"] / figures["ours"]["cpu_seconds"]
@@ -151,7 +157,7 @@ def memory_of(args, features) -> dict:
     import numpy as np
 
     common = ["--budget", str(args.budget), "--iterations", str(args.memory_iterations),
-              "--threads", str(args.threads), "--seed", str(args.seed)]
+              "--threads", str(args.threads), "--seed", str(args.seed), "--precision", args.precision]
     figures = {}
     with tempfile.TemporaryDirectory() as scratch:
         array = Path(scratch) / "features.npy"
@@ -184,18 +190,20 @@ def memory_child(args) -> dict:
 
         cli(["select", "--method", "activeft", "--features", args.features, "--out", args.json,
              "--budget", str(args.budget), "--iterations", str(args.iterations), "--seed", str(args.seed),
-             "--threads", str(args.threads), "--no-progress"])
+             "--threads", str(args.threads), "--precision", args.precision, "--no-progress"])
         return {"peak_rss_mib": peak_rss_mib()}
     features = np.load(args.features)
     loaded = peak_rss_mib()
     if args.memory_child == "ours":
         from active_finetuning.selection import select
 
-        select(features, args.budget, "activeft", seed=args.seed, iterations=args.iterations)
+        select(features, args.budget, "activeft", seed=args.seed, iterations=args.iterations,
+               precision=args.precision)
     else:
         from tests.oracles.activeft_dense import dense_activeft
 
-        dense_activeft(torch.from_numpy(features), args.budget, seed=args.seed, iterations=args.iterations)
+        dense_activeft(torch.from_numpy(features), args.budget, seed=args.seed, iterations=args.iterations,
+                       dtype=getattr(torch, args.precision))
     return {"peak_rss_mib": peak_rss_mib(), "after_loading_mib": loaded}
 
 
@@ -203,7 +211,8 @@ def report(f: dict) -> str:
     g, it = f["gemm"], f["iterations"]
     ours, ref = f["ours"], f["reference"]
     lines = [
-        f"N={f['n']} d={f['d']} B={f['budget']} iterations={it} threads={f['threads']} seed={f['seed']}",
+        f"N={f['n']} d={f['d']} B={f['budget']} iterations={it} threads={f['threads']} seed={f['seed']} "
+        f"precision={f.get('precision', 'float32')}",
         f"GEMM N×d·d×B: fp32 {g['fp32']['seconds']:.3f} s ({g['fp32']['gflops']:.0f} GFLOP/s), "
         f"bf16 {g['bf16']['seconds']:.3f} s ({g['bf16']['gflops']:.0f} GFLOP/s)",
         f"reference (dense autograd): {ref['seconds']:.1f} s wall ({ref['seconds'] / it:.3f} s/iteration), "

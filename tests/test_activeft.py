@@ -26,6 +26,19 @@ def test_parity_with_dense_reference_index_for_index(n, dim, clusters, budget, i
     assert selection.metadata["info"]["final_loss"] == pytest.approx(expected_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("assignment", ["screened", "dense"])
+def test_float64_precision_equals_the_float64_reference_index_for_index(assignment):
+    # On this pool the float32 reference and its float64 run part on one pick: float64 is the
+    # mode that can be held to the exact trajectory, and it is, with the same loss to 1e-12.
+    features, _ = gaussian_mixture(3000, 64, 20, seed=7)
+    expected, expected_loss = dense_activeft(unit(features), 50, seed=11, iterations=300, dtype=torch.float64)
+    assert expected != dense_activeft(unit(features), 50, seed=11, iterations=300)[0]
+    selection = select(features, 50, "activeft", seed=11, iterations=300, precision="float64", assignment=assignment)
+    assert selection.indices.tolist() == expected
+    assert selection.metadata["info"]["final_loss"] == pytest.approx(expected_loss, rel=1e-12)
+    assert selection.metadata["params"]["precision"] == "float64"
+
+
 def _autograd_gradient(features, centroids, params):
     theta = centroids.clone().requires_grad_(True)
     tau = params.temperature
@@ -55,6 +68,18 @@ def test_closed_form_gradient_matches_autograd(loss_form, chunk_size):
     assert loss == pytest.approx(expected_loss, rel=1e-5)
 
 
+@pytest.mark.parametrize("loss_form", ["official", "paper"])
+def test_float64_gradient_matches_float64_autograd(loss_form):
+    features = unit(gaussian_mixture(500, 12, 5, seed=2)[0]).double()
+    centroids = features[:30].clone()
+    params = ActiveFTParams(loss_form=loss_form, balance=0.7, chunk_size=7, precision="float64")
+    grad, loss = _centroid_gradient(features, centroids, None, params)
+    expected_grad, expected_loss = _autograd_gradient(features, centroids, params)
+    assert grad.dtype == torch.float64
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-13)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+
+
 def test_options_are_recorded_and_change_the_result():
     features, _ = gaussian_mixture(2000, 16, 10, seed=3)
     base = select(features, 40, "activeft", seed=0, iterations=50)
@@ -74,14 +99,15 @@ def test_pool_batch_larger_than_pool_is_clamped():
     assert full.indices.tolist() == clamped.indices.tolist()
 
 
-def test_byte_identical_with_one_and_two_threads(tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_byte_identical_with_one_and_two_threads(tmp_path, precision):
     features, _ = gaussian_mixture(4000, 48, 30, seed=9)
     write_features(FeatureTable.from_array(features), str(tmp_path / "f.parquet"))
     outputs = []
     for threads in (1, 2):
         out = tmp_path / f"s{threads}.parquet"
         result = run_cli("select", "--features", str(tmp_path / "f.parquet"), "--budget", "2%",
-                         "--method", "activeft", "--seed", "5", "--iterations", "100",
+                         "--method", "activeft", "--seed", "5", "--iterations", "100", "--precision", precision,
                          "--threads", str(threads), "--out", str(out), "--no-progress")
         assert result.returncode == 0, result.stderr
         outputs.append(out.read_bytes())

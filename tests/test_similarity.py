@@ -40,6 +40,23 @@ def test_screened_equals_float32_argmax_on_near_ties(scale):
         assert (index % 3 == 0).all()
 
 
+@pytest.mark.parametrize("scale", [0.0, 1e-13, 1e-10, 1e-7, 1e-4])
+def test_screened_equals_float64_argmax_on_float64_near_ties(scale):
+    # ActiveFT's precision="float64": float64 points and centers, near-ties far below float32's
+    # resolution; the bfloat16 screen is the same, the candidates are re-scored in float64.
+    generator = torch.Generator().manual_seed(1)
+    points = unit(gaussian_mixture(2500, 96, 12, seed=3)[0]).double()
+    noise = scale * torch.randn(120, 96, generator=generator, dtype=torch.float64)
+    centers = points[:40].repeat_interleave(3, dim=0) + noise
+    centers /= centers.norm(dim=1, keepdim=True)
+    index = assert_same_assignment(points, centers)
+    if scale == 0.0:
+        assert (index % 3 == 0).all()
+    elif scale == 1e-10:  # ties for float32, decided by float64
+        assert not (index % 3 == 0).all()
+    assert ScreenedNearest(points)(centers)[1].dtype == torch.float64
+
+
 def test_screened_equals_float32_argmax_with_duplicate_points_and_centers_on_points():
     generator = torch.Generator().manual_seed(2)
     points = unit(torch.rand(3000, 64, generator=generator))  # one narrow cone: small gaps
@@ -124,10 +141,12 @@ def full_sort_snap(centers, pool, excluded=()):
     return picks
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("topk", [1, 2, 64])
-def test_snapping_equals_full_sort_even_when_topk_is_exhausted(topk):
-    pool = unit(gaussian_mixture(800, 12, 5, seed=10)[0])
-    centers = unit(torch.cat([pool[:30], pool[:30] + 1e-3]))  # pairs of centers compete for samples
+def test_snapping_equals_full_sort_even_when_topk_is_exhausted(topk, dtype):
+    pool = unit(gaussian_mixture(800, 12, 5, seed=10)[0]).to(dtype)
+    centers = torch.cat([pool[:30], pool[:30] + 1e-3])  # pairs of centers compete for samples
+    centers /= centers.norm(dim=1, keepdim=True)
     excluded = np.array([3, 7, 11])
     picks = snap_to_unique_samples(centers, pool, topk=topk, excluded=excluded)
     assert picks.tolist() == full_sort_snap(centers, pool, excluded)

@@ -46,7 +46,7 @@ def nearest_by_similarity(points: torch.Tensor, centers: torch.Tensor, chunk: in
     n = points.shape[0]
     chunk = max(chunk or rows_per_block(centers.shape[0]), GEMM_MIN_ROWS)
     index = torch.empty(n, dtype=torch.int64)
-    similarity = torch.empty(n, dtype=torch.float32)
+    similarity = torch.empty(n, dtype=centers.dtype)
     for _, rows in _aligned_blocks(n, chunk):
         value, where = (points[rows] @ centers.T).max(dim=1)
         index[rows] = where
@@ -99,11 +99,11 @@ def _top_candidates(centers: torch.Tensor, pool: torch.Tensor, k: int):
     included, ordered by descending similarity then row; and the similarities (numpy arrays)."""
     b, n = centers.shape[0], pool.shape[0]
     center_rows, pool_rows = _snap_blocks(b, n)
-    values = np.empty((b, k), dtype=np.float32)
+    values = np.empty((b, k), dtype=np.float64 if centers.dtype == torch.float64 else np.float32)
     rows = np.empty((b, k), dtype=np.int64)
     for first in range(0, b, center_rows):
         part = slice(first, min(b, first + center_rows))
-        best = torch.empty((part.stop - first, 0))
+        best = torch.empty((part.stop - first, 0), dtype=centers.dtype)
         where = torch.empty((part.stop - first, 0), dtype=torch.int64)
         for start in range(0, n, pool_rows):
             similarity = centers[part] @ pool[start : start + pool_rows].T
@@ -127,9 +127,10 @@ def _similarity_row(centers: torch.Tensor, j: int, pool: torch.Tensor) -> torch.
                       for start in range(0, pool.shape[0], pool_rows)])
 
 
-# Unit roundoff of bfloat16 (8 significant bits) and of float32 (24 bits).
+# Unit roundoff of bfloat16 (8 significant bits), float32 (24 bits) and float64 (53 bits).
 BF16_UNIT = 2.0**-8
 FP32_UNIT = 2.0**-24
+FP64_UNIT = 2.0**-53
 
 
 class ScreenedNearest:
@@ -191,7 +192,9 @@ class ScreenedNearest:
         blocks = list(_aligned_blocks(n, self.block_rows(b)))
         if n == 0 or b == 0 or not all(_bf16_accumulates_in_fp32(r.stop - r.start, dim, b) for _, r in blocks):
             return nearest_by_similarity(self.points, centers, self.chunk)
-        centers = centers.float()
+        # Float64 points (ActiveFT's precision="float64") are re-scored in float64.
+        centers = centers.to(self.points.dtype)
+        score_unit = FP64_UNIT if centers.dtype == torch.float64 else FP32_UNIT
         shifted = centers.double() - centers.double().mean(dim=0)
         rounded = shifted.to(torch.bfloat16)
         residual = torch.linalg.vector_norm(shifted - rounded.double(), dim=1).max()
@@ -201,7 +204,7 @@ class ScreenedNearest:
         shifted_max = torch.linalg.vector_norm(shifted, dim=1).max()
         center_max = torch.linalg.vector_norm(centers.double(), dim=1).max()
         # 2·(screen bound + re-score bound) per row, with a relative margin for the float64 norms.
-        rescore = gamma * self.norm * center_max
+        rescore = dim * score_unit / (1 - dim * score_unit) * self.norm * center_max
         width = 2 * (self.rounded_norm * (residual + gamma * rounded_max)
                      + self.rounding_norm * shifted_max + rescore) * (1 + 1e-9)
         pair_rows, pair_cols = [], []
@@ -218,15 +221,15 @@ class ScreenedNearest:
             flat = np.flatnonzero(screen[skip:] >= threshold[skip:, None])
             pair_rows.append(torch.from_numpy(flat // b + start))
             pair_cols.append(torch.from_numpy(flat % b))
-        slack = (4 * rescore * (1 + 1e-9)).float()
+        slack = (4 * rescore * (1 + 1e-9)).to(centers.dtype)
         return _argmax_over_pairs(self.points, centers, torch.cat(pair_rows), torch.cat(pair_cols), slack)
 
 
 def _argmax_over_pairs(points, centers, rows, cols, slack):
-    """Float32 re-score of the candidate pairs (rows sorted, columns ascending within a row) and
-    the per-row argmax, lowest column first.
+    """Re-score of the candidate pairs (rows sorted, columns ascending within a row) in the
+    centers' precision and the per-row argmax, lowest column first.
 
-    Two float32 evaluations of one inner product (this sampled product, a blocked GEMM) may
+    Two float32 (float64) evaluations of one inner product (this sampled product, a blocked GEMM) may
     differ by up to ``slack/2`` in total; rows whose two best candidates are closer than
     ``slack`` are re-scored with the GEMM itself, so the result is the GEMM's argmax exactly.
     """
@@ -234,7 +237,7 @@ def _argmax_over_pairs(points, centers, rows, cols, slack):
     counts = torch.bincount(rows, minlength=n)
     crow = torch.zeros(n + 1, dtype=torch.int64)
     torch.cumsum(counts, 0, out=crow[1:])
-    pattern = sparse_rows(crow, cols, torch.ones(len(cols)), (n, centers.shape[0]))
+    pattern = sparse_rows(crow, cols, torch.ones(len(cols), dtype=points.dtype), (n, centers.shape[0]))
     scores = torch.sparse.sampled_addmm(pattern, points, centers.T, beta=0.0).values()
     best, first = _segment_argmax(scores, rows, n)
     index, similarity = cols[first], best
@@ -242,7 +245,7 @@ def _argmax_over_pairs(points, centers, rows, cols, slack):
     if len(contested):
         others = scores.clone()
         others[first[contested]] = -math.inf
-        runner_up = torch.full((n,), -math.inf).scatter_reduce_(0, rows, others, "amax")
+        runner_up = torch.full((n,), -math.inf, dtype=scores.dtype).scatter_reduce_(0, rows, others, "amax")
         close = contested[(best[contested] - runner_up[contested] <= slack[contested])]
         if len(close):
             index[close], similarity[close] = _gemm_argmax(points, centers, close)
@@ -259,7 +262,7 @@ def sparse_rows(crow, cols, values, size) -> torch.Tensor:
 
 def _segment_argmax(scores, rows, n):
     """Per-row maximum of ``scores`` and the position of its first occurrence."""
-    best = torch.full((n,), -math.inf).scatter_reduce_(0, rows, scores, "amax")
+    best = torch.full((n,), -math.inf, dtype=scores.dtype).scatter_reduce_(0, rows, scores, "amax")
     position = torch.arange(len(rows))
     winners = scores == best[rows]
     first = torch.full((n,), len(rows), dtype=torch.int64).scatter_reduce_(
