@@ -5,11 +5,12 @@
 
 The test set is never read. The training features are shuffled once (seed 0); the first
 ``--validation`` rows are the validation set (scored with their labels), and the rest is cut into
-``--pools`` disjoint pools of ``--pool-size`` rows (one per seed). On each pool, ActiveFT selects K
-cores for every K of the grid (each core set computed once, reused for every budget through BiLAF's
-``cores`` parameter, exactly what BiLAF computes itself with the same seed), then BiLAF selects each
-budget B > K from those cores; K = B is ActiveFT itself. Every selection is scored by the linear probe
-and the kNN classifier of the evaluation layer on the validation set.
+``--pools`` disjoint pools of ``--pool-size`` rows (one seed per pool, or ``--repeats`` seeds each).
+On each pool, ActiveFT selects K cores for every K of the grid (each core set computed once, reused
+for every budget through BiLAF's ``cores`` parameter, exactly what BiLAF computes itself with the
+same seed), then BiLAF selects each budget B > K from those cores; K = B is ActiveFT itself. Every
+selection is scored by the linear probe and the kNN classifier of the evaluation layer on the
+validation set.
 """
 
 from __future__ import annotations
@@ -39,17 +40,11 @@ def _pools(train, validation: int, pools: int, pool_size: int):
 
 
 def _score(pool, selection, val) -> dict:
-    from active_finetuning.evaluation import knn_scores, linear_probe
+    """Top-1 of the evaluation layer's linear probe and kNN, trained on the selection, on ``val``."""
+    from active_finetuning.evaluation import probe
 
-    x = pool.features[selection.indices].astype(np.float32)
-    y = pool.labels[selection.indices]
-    vx = val.features.astype(np.float32)
-    classes = int(max(y.max(), val.labels.max())) + 1
-    return {
-        "probe": float((linear_probe(x, y, vx, classes).argmax(1) == val.labels).mean()),
-        "knn": float((knn_scores(x, y, vx, classes).argmax(1) == val.labels).mean()),
-        "seconds": selection.seconds,
-    }
+    result = probe(pool, selection, val)
+    return {"probe": result["linear_probe"]["top1"], "knn": result["knn"]["top1"], "seconds": selection.seconds}
 
 
 def command_run(args) -> None:
@@ -63,10 +58,12 @@ def command_run(args) -> None:
     results_path = cache / "scores.json"
     scores = json.loads(results_path.read_text()) if results_path.exists() else {}
     val, pools = _pools(read_features(args.train), args.validation, args.pools, args.pool_size)
-    for seed, pool in enumerate(pools):
+    runs = [(f"pool{p}" + (f"r{r}" if r else ""), p + r * len(pools), pool)
+            for p, pool in enumerate(pools) for r in range(args.repeats)]
+    for name, seed, pool in runs:
         for cores in args.cores:
-            core_path = cache / f"pool{seed}-activeft-k{cores}.parquet"
-            key = f"pool{seed}-k{cores}-b{cores}"
+            core_path = cache / f"{name}-activeft-k{cores}.parquet"
+            key = f"{name}-k{cores}-b{cores}"
             if key not in scores:
                 selection = select(pool, cores, "activeft", seed=seed)
                 write_selection(selection, str(core_path))
@@ -74,7 +71,7 @@ def command_run(args) -> None:
                 results_path.write_text(json.dumps(scores, indent=1, sort_keys=True))
                 print(key, scores[key], flush=True)
             for budget in args.budgets:
-                key = f"pool{seed}-k{cores}-b{budget}"
+                key = f"{name}-k{cores}-b{budget}"
                 if budget <= cores or key in scores:
                     continue
                 selection = select(pool, budget, "bilaf", seed=seed, cores=str(core_path))
@@ -119,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pool-size", type=int, default=10_000)
     parser.add_argument("--cores", default="5,10,25,50,100,200,500", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--budgets", default="50,100,200,500", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="seeds per pool: pool p runs seeds p, p + pools, p + 2·pools, …")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--also", nargs="*", default=[], help="more caches to merge in the report")
     args = parser.parse_args(argv)
