@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import time
@@ -30,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "cifar10"
 METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "probcover-val", "activeft", "bilaf",
-           "bilaf-paper")
+           "bilaf-2pct", "bilaf-paper")
 PROBCOVER_VALIDATED_DELTA = 0.8
 
 
@@ -89,8 +90,9 @@ def method_params(method: str, budget: int, seed: int, pool_size: int, selection
     BiLAF's ActiveFT cores are read from the cached ActiveFT selection of the same size and seed
     when there is one (the rows BiLAF would compute itself: same method, pool, count and seed), and
     their time is added to BiLAF's. ``bilaf-paper`` is BiLAF with the paper's CIFAR10 K = 0.1% of
-    the pool (ALGORITHMS.md §3.8) instead of our default; ``probcover-val`` is ProbCover with the δ
-    chosen on the validation split instead of the purity heuristic.
+    the pool (ALGORITHMS.md §3.8) instead of our default (K = B); ``bilaf-2pct`` is our earlier
+    default, K = min(B, ⌈2% of the pool⌉); ``probcover-val`` is ProbCover with the δ chosen on the
+    validation split instead of the purity heuristic.
     """
     from active_finetuning.selection.core_count import default_num_cores
 
@@ -98,8 +100,9 @@ def method_params(method: str, budget: int, seed: int, pool_size: int, selection
         return "probcover", {"graph_cache": str(Path(cache) / "graphs")}, 0.0
     if method == "probcover-val":  # δ chosen on the validation split (probcover_delta_validation.py)
         return "probcover", {"graph_cache": str(Path(cache) / "graphs"), "delta": PROBCOVER_VALIDATED_DELTA}, 0.0
-    if method in ("bilaf", "bilaf-paper"):
-        cores = default_num_cores(pool_size, budget) if method == "bilaf" else max(1, int(pool_size * 0.001))
+    if method.startswith("bilaf"):
+        cores = {"bilaf": default_num_cores(budget), "bilaf-2pct": min(budget, math.ceil(pool_size * 0.02)),
+                 "bilaf-paper": max(1, int(pool_size * 0.001))}[method]
         params = {"num_cores": cores}
         cached = selections / f"{_key('activeft', cores, seed)}.parquet"
         if cached.exists():
@@ -213,7 +216,7 @@ def _plot(table, methods, budgets, path) -> None:
             xs = [b for b in budgets if (method, b) in table]
             means = np.array([100 * table[method, b][metric][0] for b in xs])
             stds = np.array([100 * table[method, b][metric][1] for b in xs])
-            dashed = method.startswith("bilaf")  # BiLAF equals ActiveFT up to 2%: keep both visible
+            dashed = method.startswith("bilaf")  # default BiLAF equals ActiveFT: keep both visible
             axis.errorbar(xs, means, yerr=stds, marker="s" if dashed else "o", capsize=3, label=method,
                           linestyle="--" if dashed else "-")
         axis.set_xscale("log")

@@ -220,7 +220,7 @@ def test_artifact_records_roles_classes_scores_and_every_parameter(tmp_path):
     assert set(meta["params"]) == {f.name for f in dataclasses.fields(BilafParams)}
     assert meta["info"]["num_cores"] == 6 and meta["info"]["cores_from"] == "activeft"
     default_k = select(features, 30, "bilaf", core_selector="random").metadata["info"]["num_cores"]
-    assert default_k == bilaf.default_num_cores(600, 30)
+    assert default_k == bilaf.default_num_cores(30) == 30
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ CACHE_ELEMENTS = 1 << 25
 
 @dataclass(frozen=True)
 class BilafParams:
-    """BiLAF parameters (ALGORITHMS.md §3.8 and §8); defaults follow the paper and the CIFAR script.
+    """BiLAF parameters (ALGORITHMS.md §3.8 and §8); defaults follow the paper and the CIFAR script,
+    except ``num_cores``: None means K = B (``core_count.default_num_cores``, chosen on validation
+    splits), the paper's setting is a fixed K such as 0.1% of the pool (CIFAR10).
 
     ``cores`` is the URI of an existing selection artifact used as the core set (its ``core`` rows
     if it has any, else all its rows), so that the cores are computed once and reused for every
@@ -149,7 +151,7 @@ def core_rows(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
                              "of unlabeled samples")
         info = {"cores_from": "artifact"}
     else:
-        count = params.num_cores if params.num_cores is not None else default_num_cores(pool.size, budget)
+        count = params.num_cores if params.num_cores is not None else default_num_cores(budget)
         if count > budget:
             raise InputError(f"parameter 'num_cores' ({count}) exceeds the budget ({budget}); the budget "
                              "includes the cores — lower num_cores or raise the budget")
