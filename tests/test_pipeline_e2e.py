@@ -92,6 +92,9 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path)
             assert params["selection.iterations"] == "20" and params["selection.temperature"] == "0.07"
         assert 0 <= metrics["accuracy"] <= 1 and metrics["accuracy"] == metrics["linear_probe.top1"]
         assert "knn.top1" in metrics
+        # label-free diagnostics of the selection over the pool (unit features: distances in [0, 2])
+        assert 0 <= metrics["diagnostics.coverage_p50"] <= metrics["diagnostics.coverage_p90"] <= 2
+        assert 0 < metrics["diagnostics.pseudo_class_covered_share"] <= 1
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"selection.parquet", "selection_pca.png", "confusion_matrix.png"} <= files
         local = client.download_artifacts(child.info.run_id, "selection.parquet", str(tmp_path / child.info.run_id))
