@@ -14,8 +14,8 @@ for it. Up to a 2% budget no K < B ever beat K = B (K at or below the number of 
 validation probe accuracy by −0.1 ± 0.9 points over 9 paired runs on pools of 10,000–40,000, and
 by −0.4 ± 0.3 on the 40,000 pool, the closest to the real one. So boundary picks never showed a
 gain on these features; on raw MNIST pixels K = B beat every smaller K by both scores (6 probe
-points over K = 2% at a 5% budget). With K = B BiLAF is never worse than ActiveFT. ``num_cores`` keeps the
-paper's fixed K, and any other, available.
+points over K = 2% at a 5% budget). With K = B BiLAF is never worse than ActiveFT. ``num_cores``
+keeps the paper's fixed K, and any other, available.
 """
 
 from __future__ import annotations
