@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cifar10"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from core_count_validation import DATA, ROOT, _score  # noqa: E402  (the evaluation layer's probe and kNN)
+
 METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "probcover-val", "activeft", "bilaf",
            "bilaf-2pct", "bilaf-paper")
 PROBCOVER_VALIDATED_DELTA = 0.8
@@ -117,7 +118,6 @@ def command_evaluate(args) -> None:
 
     train = read_features(args.train)
     test = read_features(args.test)
-    scorer = _scorer()
     results_path = Path(args.cache) / "scores.json"
     scores = json.loads(results_path.read_text()) if results_path.exists() else {}
     for path in sorted((Path(args.cache) / "selections").glob("*.parquet")):
@@ -125,28 +125,11 @@ def command_evaluate(args) -> None:
         if key in scores:
             continue
         selection = read_selection(str(path), pool=train)
-        rows = selection.indices
-        accuracy = scorer(train.features[rows], train.labels[rows], test.features, test.labels)
+        accuracy = {metric: value for metric, value in _score(train, selection, test).items() if metric != "seconds"}
         timing = json.loads(path.with_suffix(".json").read_text())
         scores[key] = {**accuracy, "seconds": timing["seconds"], "threads": timing.get("threads")}
         results_path.write_text(json.dumps(scores, indent=1, sort_keys=True))
         print(key, {k: round(v, 4) for k, v in accuracy.items()}, flush=True)
-
-
-def _scorer():
-    """Top-1 accuracy of the evaluation layer's linear probe and kNN classifier."""
-    from active_finetuning.evaluation import knn_scores, linear_probe
-
-    def score(train_x, train_y, test_x, test_y) -> dict:
-        train_x = np.asarray(train_x, dtype=np.float32)
-        test_x = np.asarray(test_x, dtype=np.float32)
-        classes = int(max(train_y.max(), test_y.max())) + 1
-        return {
-            "probe": float((linear_probe(train_x, train_y, test_x, classes).argmax(1) == test_y).mean()),
-            "knn": float((knn_scores(train_x, train_y, test_x, classes).argmax(1) == test_y).mean()),
-        }
-
-    return score
 
 
 def load_scores(cache: str) -> dict:
