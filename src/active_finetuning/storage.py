@@ -214,6 +214,14 @@ def exists(uri: str) -> bool:
     return local_path(uri).exists()
 
 
+def existing_file(uri: str) -> Path:
+    """The local path of ``uri``; an :class:`InputError` when it is not an existing file."""
+    path = local_path(uri)
+    if not path.is_file():
+        raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+    return path
+
+
 def read_bytes(uri: str) -> bytes:
     """The whole content of a file or object; a missing one is an :class:`InputError`."""
     if check_scheme(uri) == GCS_SCHEME:
@@ -223,9 +231,7 @@ def read_bytes(uri: str) -> bytes:
             return _blob(uri).download_as_bytes(retry=retry_policy())
         except (gexc.GoogleAPIError, OSError, ValueError) as err:
             raise _gcs_error(uri, err, "read") from None
-    path = local_path(uri)
-    if not path.is_file():
-        raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+    path = existing_file(uri)
     return path.read_bytes()
 
 
@@ -233,9 +239,7 @@ def open_input(uri: str):
     """A binary, seekable file object for reading ``uri``; a missing file is an :class:`InputError`."""
     if check_scheme(uri) == GCS_SCHEME:
         return io.BytesIO(read_bytes(uri))
-    path = local_path(uri)
-    if not path.is_file():
-        raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+    path = existing_file(uri)
     return open(path, "rb")
 
 
@@ -252,9 +256,7 @@ def open_arrow_input(uri: str):
 
     if check_scheme(uri) == GCS_SCHEME:
         return pa.BufferReader(arrow_buffer(read_bytes(uri)))
-    path = local_path(uri)
-    if not path.is_file():
-        raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+    path = existing_file(uri)
     return pa.OSFile(os.fspath(path))
 
 
@@ -271,9 +273,7 @@ def arrow_buffer(data: bytes):
 def local_copy(uri: str) -> Iterator[Path]:
     """A local path with the content of ``uri``: the file itself, or a temporary download."""
     if check_scheme(uri) != GCS_SCHEME:
-        path = local_path(uri)
-        if not path.is_file():
-            raise InputError(f"{os.fspath(uri)!r} does not exist or is not a file; check the path")
+        path = existing_file(uri)
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="af-download-") as folder:
