@@ -103,7 +103,8 @@ def run(args) -> dict:
     table, features = load(args.features)
     n, dim = features.shape
     figures = {"n": n, "d": dim, "budget": args.budget, "iterations": args.iterations,
-               "threads": args.threads, "seed": args.seed, "precision": args.precision, "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
+               "threads": args.threads, "seed": args.seed, "precision": args.precision,
+               "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
     selection, wall, cpu = timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
                                                 iterations=args.iterations, precision=args.precision))
     ours = [int(i) for i in selection.indices]
@@ -128,9 +129,9 @@ def run(args) -> dict:
 
 
 def noise_floor(args, table, features, picks: dict) -> dict:
-    """Shared picks between runs that differ only in rounding: ours and the float32 reference with 1
-    thread instead of ``--threads``, and the reference in float64 (the same trajectory with float32's
-    rounding errors 2⁻²⁹ times smaller, so nearly the exact one)."""
+    """Shared picks between runs that differ only in rounding: ours and the reference with 1 thread
+    instead of ``--threads`` (both in ``--precision``), and the reference in float64 (the same
+    trajectory with float32's rounding errors 2⁻²⁹ times smaller, so nearly the exact one)."""
     import torch
 
     from active_finetuning.selection import select
@@ -138,8 +139,10 @@ def noise_floor(args, table, features, picks: dict) -> dict:
 
     common = {"seed": args.seed, "iterations": args.iterations}
     runs = {
-        "ours-1-thread": lambda: [int(i) for i in select(table, args.budget, "activeft", **common).indices],
-        "reference-1-thread": lambda: dense_activeft(features, args.budget, **common)[0],
+        "ours-1-thread": lambda: [int(i) for i in select(table, args.budget, "activeft", precision=args.precision,
+                                                         **common).indices],
+        "reference-1-thread": lambda: dense_activeft(features, args.budget, dtype=getattr(torch, args.precision),
+                                                     **common)[0],
         "reference-float64": lambda: dense_activeft(features, args.budget, dtype=torch.float64, **common)[0],
     }
     for name in args.noise_floor or NOISE_RUNS:
