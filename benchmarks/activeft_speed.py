@@ -4,6 +4,7 @@
     python benchmarks/activeft_speed.py --iterations 20        # a quick run while developing
     python benchmarks/activeft_speed.py --noise-floor          # + what rounding alone does to the picks
     python benchmarks/activeft_speed.py --precision float64    # ours and the reference both in float64
+    python benchmarks/activeft_speed.py --isa avx2             # as on a CPU without bfloat16 instructions
 
 The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
 similarity matrix, as in the official code. Both start from the same initial centroids
@@ -13,7 +14,15 @@ iteration, ALGORITHMS.md §2.4) and their relative difference, the FLOP floor of
 (one N×B×d product, 2·N·B·d FLOPs) at this CPU's measured float32 and bfloat16 GEMM rates, and peak
 resident memory (VmHWM of a child process: whole-process figures, torch's libraries included)
 of our selector and of the reference on features loaded from a ``.npy`` file, and of the CLI ``select``
-command end to end from the Parquet artifact (see ``--memory-iterations``).
+command end to end from the Parquet artifact (see ``--memory-iterations``). Also: the CPU capability
+torch dispatches to, the assignment path ours took (bounds or every row; the scorer) and the share
+of rows it scored per iteration, and the wall time of the whole CLI ``select`` from the Parquet
+artifact (``--cli``).
+
+``--isa avx2`` runs the whole benchmark in a child process whose torch, oneDNN and MKL are limited
+to AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``):
+on a CPU with AVX-512 and bfloat16 instructions it measures what a CPU without them would do (a
+bfloat16 GEMM becomes about six times slower than a float32 one, as on AVX2-only machines).
 """
 
 from __future__ import annotations
@@ -32,6 +41,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "features-train.parquet"
 NOISE_RUNS = ("ours-1-thread", "reference-1-thread", "reference-float64")
+AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def machine() -> dict:
+    """What the figures ran on: torch's CPU capability, the CPU's bfloat16 flags, any ISA limit."""
+    import torch
+
+    flags = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
+            "isa_limits": {k: os.environ[k] for k in AVX2_ENVIRONMENT if k in os.environ},
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -49,9 +76,15 @@ def main() -> None:
     parser.add_argument("--noise-floor", nargs="*", choices=NOISE_RUNS, metavar="RUN",
                         help=f"also make these runs ({', '.join(NOISE_RUNS)}; all when none is named) and report "
                              "the picks every pair of runs shares: how far rounding alone moves the selection")
+    parser.add_argument("--cli", action="store_true", help="also time the whole CLI select from the Parquet artifact")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: run limited to AVX2 instructions (see above)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--memory-child", choices=["ours", "reference", "cli"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.isa == "avx2" and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
+        env = {**os.environ, **AVX2_ENVIRONMENT}
+        sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
 
     import torch
 
@@ -103,18 +136,23 @@ def run(args) -> dict:
     table, features = load(args.features)
     n, dim = features.shape
     figures = {"n": n, "d": dim, "budget": args.budget, "iterations": args.iterations,
-               "threads": args.threads, "seed": args.seed, "precision": args.precision,
+               "threads": args.threads, "seed": args.seed, "precision": args.precision, "machine": machine(),
                "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
     selection, wall, cpu = timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
                                                 iterations=args.iterations, precision=args.precision))
     ours = [int(i) for i in selection.indices]
-    figures["ours"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": selection.metadata["info"]["final_loss"]}
+    figures["ours"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": selection.metadata["info"]["final_loss"],
+                       "assignment": selection.metadata["info"]["assignment"]}
+    if args.cli:
+        figures["cli_seconds"] = cli_seconds(args)
     dtype = getattr(torch, args.precision)
     (reference, reference_loss), wall, cpu = timed(lambda: dense_activeft(features, args.budget, seed=args.seed,
                                                                           iterations=args.iterations, dtype=dtype))
     figures["reference"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": reference_loss}
     figures["speedup"] = figures["reference"]["seconds"] / figures["ours"]["seconds"]
     figures["speedup_cpu"] = figures["reference"]["cpu_seconds"] / figures["ours"]["cpu_seconds"]
+    if "cli_seconds" in figures:
+        figures["speedup_cli"] = figures["reference"]["seconds"] / figures["cli_seconds"]
     figures["shared_picks"] = len(set(ours) & set(reference))
     figures["same_order"] = ours == list(reference)
     figures["loss_relative_difference"] = abs(figures["ours"]["final_loss"] - reference_loss) / abs(reference_loss)
@@ -126,6 +164,19 @@ def run(args) -> dict:
         figures["memory"] = memory_of(args, features)
         figures["memory"]["iterations"] = args.memory_iterations
     return figures
+
+
+def cli_seconds(args) -> float:
+    """Wall time of ``active-finetuning select`` from the Parquet artifact, in a fresh process
+    (start-up, reading and writing included)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "active_finetuning.cli", "select", "--method", "activeft",
+                   "--features", args.features, "--out", str(Path(scratch) / "selection.parquet"),
+                   "--budget", str(args.budget), "--iterations", str(args.iterations), "--seed", str(args.seed),
+                   "--threads", str(args.threads), "--precision", args.precision, "--no-progress"]
+        started = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+        return time.perf_counter() - started
 
 
 def noise_floor(args, table, features, picks: dict) -> dict:
@@ -213,16 +264,23 @@ def memory_child(args) -> dict:
 def report(f: dict) -> str:
     g, it = f["gemm"], f["iterations"]
     ours, ref = f["ours"], f["reference"]
+    m, path = f["machine"], ours["assignment"]
     lines = [
         f"N={f['n']} d={f['d']} B={f['budget']} iterations={it} threads={f['threads']} seed={f['seed']} "
         f"precision={f.get('precision', 'float32')}",
+        f"CPU capability {m['cpu_capability']} (CPU bf16 flags: {', '.join(m['cpu_bf16_flags']) or 'none'}; "
+        f"ISA limits: {m['isa_limits'] or 'none'}), torch {m['torch']}",
+        f"ours: assignment {path['mode']}, scorer {path['scorer']}, rows scored per iteration "
+        f"{path['rows_scored']:.3f}, rows tightened {path['rows_tightened']:.3f}",
         f"GEMM N×d·d×B: fp32 {g['fp32']['seconds']:.3f} s ({g['fp32']['gflops']:.0f} GFLOP/s), "
         f"bf16 {g['bf16']['seconds']:.3f} s ({g['bf16']['gflops']:.0f} GFLOP/s)",
         f"reference (dense autograd): {ref['seconds']:.1f} s wall ({ref['seconds'] / it:.3f} s/iteration), "
         f"{ref['cpu_seconds']:.1f} s CPU",
         f"ours:                       {ours['seconds']:.1f} s wall ({ours['seconds'] / it:.3f} s/iteration), "
         f"{ours['cpu_seconds']:.1f} s CPU",
-        f"speed-up: {f['speedup']:.2f}x wall, {f['speedup_cpu']:.2f}x CPU time",
+        f"speed-up: {f['speedup']:.2f}x wall, {f['speedup_cpu']:.2f}x CPU time"
+        + (f"; whole CLI from Parquet {f['cli_seconds']:.1f} s, {f['speedup_cli']:.2f}x"
+           if "cli_seconds" in f else ""),
         f"shared picks: {f['shared_picks']}/{f['budget']} (same order: {f['same_order']})",
         f"final objective: ours {ours['final_loss']:.6f}, reference {ref['final_loss']:.6f}, "
         f"relative difference {f['loss_relative_difference']:.2e}",

@@ -58,7 +58,7 @@ def main() -> None:
     from active_finetuning.manifest import read_manifest
     from active_finetuning.models import create_model
     from active_finetuning.selection import select
-    from active_finetuning.training import Recipe, eval_transform, finetune, predict, preprocessing
+    from active_finetuning.training import Recipe, eval_transform, finetune, predict
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,4 @@
-import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -92,7 +90,8 @@ def test_select_does_not_import_timm_or_mlflow(features_file, tmp_path):
             f"main(['select','--features',{str(features_file)!r},'--budget','5','--method','random',"
             f"'--out',{str(tmp_path / 's.parquet')!r}]); "
             "print(sorted(m for m in ('timm','mlflow','kfp','torchvision') if m in sys.modules))")
-    import subprocess, sys
+    import subprocess
+    import sys
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("[]")

@@ -1,23 +1,23 @@
 """ActiveFT (Xie et al., CVPR 2023): fit B centroids to the pool, then snap them to samples.
 
-Follows ALGORITHMS.md §2 and, by default, the official code's loss and schedule (§2.4–2.6). The
-gradient is computed in closed form rather than by autograd over the N×B similarity matrix:
+Follows, by default, the official code's loss and schedule (docs: "ActiveFT"). The gradient is
+computed in closed form rather than by autograd over the N×B similarity matrix:
 
-* assignments ``k_i = argmax_j ⟨f_i, c_j⟩`` in no-grad chunks (§2.4 "gradient facts": the hard
-  argmax is piecewise constant, so gathering ``m_i`` afterwards gives the identical gradient);
-  by default a bfloat16 screen with a proven error bound finds the few candidate centroids of
-  each sample and only those are scored in float32 (``similarity.ScreenedNearest``): the same
-  argmax as the float32 product at about a fifth of its cost;
+* assignments ``k_i = argmax_j ⟨f_i, c_j⟩``, the float32 GEMM's argmax (the hard argmax is
+  piecewise constant, so the gradient only needs ``k_i``): by default through bounds carried
+  across iterations (``bounds.BoundedAssignment``), which re-score only the rows whose nearest
+  centroid may have changed, with the fastest exact scorer of this machine (``screen``);
+* the similarity of each sample to its own centroid, ``m_i``, one sampled dot product per sample
+  (the same values whichever way the assignment was found), O(N·d);
 * the pull on centroid ``k`` is a sparse (B×N, one entry per sample) product with the samples, O(N·d);
 * the repulsion needs only the B×B Gram matrix, processed in column chunks, O(B·chunk) memory.
 
-So one iteration costs one N×B×d product (bfloat16, or float32 with ``assignment="dense"``) plus
-O(N·d + B²·d), never an N×B or B×B matrix held whole.
+So an iteration costs O(N·d + B²·d) plus the rows that are scored again, never an N×B or B×B
+matrix held whole; every assignment path gives the same trajectory bit for bit.
 
-``precision="float64"`` runs the same steps on a float64 copy of the pool (float64 re-scoring, sums,
-loss and Adam state; the bfloat16 screen is unchanged): over hundreds of iterations float32 rounding
-alone moves a few percent of the picks, so this is the mode that reproduces a float64 dense
-reference pick for pick.
+``precision="float64"`` runs the same steps on a float64 copy of the pool (float64 scoring, sums,
+loss and Adam state): over hundreds of iterations float32 rounding alone moves a few percent of the
+picks, so this is the mode that reproduces a float64 dense reference pick for pick.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..progress import progress_bar
+from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
 from .registry import Picks, register_selector, require
+from .screen import fastest_scorer, make_scorer
 from .similarity import (
-    ScreenedNearest,
     nearest_by_similarity,
     rows_per_block,
     snap_to_unique_samples,
@@ -56,7 +58,8 @@ class ActiveFTParams:
     pool_batch: int | None = None
     chunk_size: int | None = None
     snap_topk: int = 64
-    assignment: Literal["screened", "dense"] = "screened"
+    assignment: Literal["auto", "bounded", "full"] = "auto"
+    screen: Literal["auto", "bfloat16", "none"] = "auto"
     precision: Literal["float32", "float64"] = "float32"
 
     @property
@@ -65,9 +68,11 @@ class ActiveFTParams:
 
     def __post_init__(self) -> None:
         require(self.iterations >= 0, "iterations", self.iterations, "a non-negative integer")
-        require(self.temperature > 0, "temperature", self.temperature, "a positive number")
-        require(self.balance > 0, "balance", self.balance, "a positive number")
-        require(self.lr > 0, "lr", self.lr, "a positive number")
+        require(math.isfinite(self.temperature) and self.temperature > 0, "temperature", self.temperature,
+                "a finite positive number")
+        require(math.isfinite(self.balance) and self.balance > 0, "balance", self.balance,
+                "a finite positive number")
+        require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite positive number")
         require(self.pool_batch is None or self.pool_batch > 0, "pool_batch", self.pool_batch,
                 "a positive integer or None (full pool)")
         require(self.chunk_size is None or self.chunk_size > 0, "chunk_size", self.chunk_size,
@@ -90,7 +95,8 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     result = fit_centroids(features, theta, params, seed=seed, progress=progress, fixed=features[fixed])
     centroids = torch.nn.functional.normalize(result.theta, dim=1)
     picks = snap_to_unique_samples(centroids, features, topk=params.snap_topk, excluded=pool.labeled)
-    info = {"final_loss": result.final_loss, "initial_rows": init[:16] if n > 0 else []}
+    info = {"final_loss": result.final_loss, "initial_rows": init[:16] if n > 0 else [],
+            "assignment": result.assignment}
     return Picks(indices=picks, role="pick", info=info)
 
 
@@ -118,6 +124,7 @@ def _init_away_from_labeled(features: torch.Tensor, labeled: np.ndarray, budget:
 class FitResult:
     theta: torch.Tensor
     final_loss: float
+    assignment: dict
 
 
 def fit_centroids(
@@ -129,7 +136,7 @@ def fit_centroids(
     progress: bool = False,
     fixed: torch.Tensor | None = None,
 ) -> FitResult:
-    """Optimise centroid parameters ``theta`` (B×d) on unit ``features`` (N×d); §2.4–2.5.
+    """Optimise centroid parameters ``theta`` (B×d) on unit ``features`` (N×d).
 
     ``fixed`` (L×d unit rows, may be empty) are centroids that take part in the assignment and the
     repulsion but never move: the already-labeled samples of an incremental selection.
@@ -145,19 +152,21 @@ def fit_centroids(
     fixed = fixed.to(params.dtype) if fixed is not None and len(fixed) else None
     batch = min(params.pool_batch, n) if params.pool_batch else None
     sampler = np.random.default_rng(seed)
-    screen = ScreenedNearest(features, params.chunk_size) if params.assignment == "screened" else None
+    assign = _assignment(features, theta.shape[0] + (0 if fixed is None else len(fixed)), params, batch)
     loss_value = float("nan")
     bar = progress_bar(range(params.iterations), desc="activeft", enabled=progress)
     for _ in bar:
-        rows, nearest = features, screen
-        if batch is not None:
+        subset = None
+        if batch is not None and batch < n:
             subset = torch.from_numpy(np.sort(sampler.choice(n, batch, replace=False)))
-            rows, nearest = features[subset], screen.subset(subset) if screen is not None else None
         with torch.no_grad():
             norms = theta.detach().norm(dim=1, keepdim=True)
             centroids = theta.detach() / norms
-            grad_c, loss_value = _centroid_gradient(rows, centroids, fixed, params, nearest)
-            # Chain rule through c = θ/‖θ‖ (normalisation inside the forward pass, §2.5).
+            everything = centroids if fixed is None else torch.cat([centroids, fixed])
+            assigned, own = assign(everything, subset)
+            grad_c, loss_value = _centroid_gradient(features, centroids, fixed, params, assigned, own, subset)
+            _require_finite(loss_value, grad_c)
+            # Chain rule through c = θ/‖θ‖ (normalisation inside the forward pass).
             radial = (grad_c * centroids).sum(dim=1, keepdim=True)
             theta.grad = (grad_c - radial * centroids) / norms
         optimizer.step()
@@ -168,35 +177,65 @@ def fit_centroids(
                 theta /= theta.norm(dim=1, keepdim=True)
         if progress:
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-    return FitResult(theta.detach(), loss_value)
+    visited = max(1, assign.counts["visited"])
+    summary = {"mode": assign.mode, "scorer": assign.scorer.name,
+               "rows_scored": assign.counts["scored"] / visited,
+               "rows_tightened": assign.counts["tightened"] / visited}
+    return FitResult(theta.detach(), loss_value, summary)
 
 
-def _centroid_gradient(rows, centroids, fixed, params: ActiveFTParams, nearest=None):
-    """Gradient of the loss with respect to the unit centroids, and the loss value.
+def _assignment(features: torch.Tensor, centers: int, params: ActiveFTParams, batch: int | None):
+    """The assignment path (docs: "Exact assignment"). ``auto``: bounds carried across iterations
+    when the whole pool is used every iteration, scoring the few rows that need it with the GEMM
+    (measured: the bfloat16 screen's fixed costs outweigh its cheaper product on so few rows, even
+    on CPUs with bfloat16 instructions); with ``pool_batch`` every batch row is scored (a row is
+    visited too rarely for its bounds to stay tight), by the fastest exact scorer of this machine."""
+    mode = params.assignment
+    if mode == "auto":
+        mode = "bounded" if batch is None or batch >= features.shape[0] else "full"
+    screen = {"bfloat16": "bfloat16-screen", "none": "gemm"}.get(params.screen)
+    if screen is None:
+        screen = "gemm" if mode == "bounded" else fastest_scorer(features.dtype, features.shape[1], centers)
+    return make_assignment(make_scorer(screen, features, params.chunk_size), mode)
 
-    ``nearest`` (a ``ScreenedNearest`` over ``rows``) finds the assignments; by default the
-    dense float32 product does.
+
+def _require_finite(loss_value: float, grad: torch.Tensor) -> None:
+    if not (math.isfinite(loss_value) and bool(torch.isfinite(grad).all())):
+        raise InputError(
+            f"activeft: the loss or its gradient is not finite (loss {loss_value!r}); the features or "
+            "the parameters overflow (a very small temperature, or a very large lr); raise temperature "
+            "or lower lr")
+
+
+def _centroid_gradient(features, centroids, fixed, params: ActiveFTParams, assigned=None, own=None, subset=None):
+    """Gradient of the loss with respect to the unit centroids, and the loss value, over the rows
+    ``subset`` of ``features`` (all rows when ``None``).
+
+    ``assigned`` (each row's nearest centroid) and ``own`` (its similarity to it) come from the
+    assignment path; by default the dense GEMM and the sampled products compute them.
     """
     tau = params.temperature
     b = centroids.shape[0]
     everything = centroids if fixed is None else torch.cat([centroids, fixed])
     chunk = params.chunk_size
-    if nearest is None:
-        assigned, similarity = nearest_by_similarity(rows, everything, chunk)
-    else:
-        assigned, similarity = nearest(everything)
-    positive = similarity / tau  # m_i
-    n = rows.shape[0]
+    if assigned is None:
+        rows = features if subset is None else features[subset]
+        assigned = nearest_by_similarity(rows, everything, chunk)[0]
+    if own is None:
+        own = own_similarity(features, everything, subset, assigned)
+    n = len(assigned)
+    positive = own / tau  # m_i
     if params.loss_form == "official":
         log_r = _log_repulsion(everything, tau, chunk)  # log R_j over moving and fixed centroids
         z = math.log(params.balance) + log_r[assigned] - positive
-        weight = _blockwise(torch.sigmoid, z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i) (§2.4)
+        weight = _blockwise(torch.sigmoid, z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i)
         loss_value = _mean(_blockwise(torch.nn.functional.softplus, z))
-        grad = -_assigned_sum(rows, assigned, weight, everything.shape[0]) / (n * tau)
+        grad = -_assigned_sum(features, subset, assigned, weight, everything.shape[0]) / (n * tau)
         per_center = torch.zeros(everything.shape[0], dtype=weight.dtype).index_add_(0, assigned, weight) / n
         grad += _repulsion_gradient(everything, per_center, tau, chunk)
-    else:  # §2.3, the paper's two-term loss (self term excluded, no stop-gradient)
-        grad = -_assigned_sum(rows, assigned, torch.ones(n, dtype=positive.dtype), everything.shape[0]) / (n * tau)
+    else:  # the paper's two-term loss (self term excluded, no stop-gradient)
+        ones = torch.ones(n, dtype=positive.dtype)
+        grad = -_assigned_sum(features, subset, assigned, ones, everything.shape[0]) / (n * tau)
         repulsion_grad, repulsion_value = _paper_repulsion(everything, tau, chunk)
         grad += params.balance / b * repulsion_grad
         loss_value = -_mean(positive) + params.balance * repulsion_value / b
@@ -222,12 +261,14 @@ def _mean(values: torch.Tensor) -> float:
     return sum(float(part.double().sum()) for part in values.split(SERIAL_ELEMENTS)) / max(1, values.numel())
 
 
-def _assigned_sum(rows, assigned, weight, centers: int) -> torch.Tensor:
-    """Σ_{i: k_i = j} w_i f_i for every centroid j: a sparse (centers × N) product, O(N·d)."""
+def _assigned_sum(features, subset, assigned, weight, centers: int) -> torch.Tensor:
+    """Σ_{i: k_i = j} w_i f_i over the rows ``subset`` for every centroid j: a sparse
+    (centers × N) product, O(N·d), that reads the rows in place."""
     order = torch.argsort(assigned, stable=True)
     crow = torch.zeros(centers + 1, dtype=torch.int64)
     torch.cumsum(torch.bincount(assigned, minlength=centers), 0, out=crow[1:])
-    return sparse_rows(crow, order, weight[order], (centers, rows.shape[0])) @ rows
+    columns = order if subset is None else subset[order]
+    return sparse_rows(crow, columns, weight[order], (centers, features.shape[0])) @ features
 
 
 def _column_chunks(b: int, chunk: int | None):

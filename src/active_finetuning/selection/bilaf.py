@@ -45,7 +45,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .core_count import default_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
-from .similarity import BLOCK_ELEMENTS, one_thread, rows_per_block
+from .similarity import BLOCK_ELEMENTS, rows_per_block
 
 # The official code masks a sample's own core with this distance (it matters when K = 1).
 OWN_CORE_DISTANCE = 1e9 + 7
@@ -222,8 +222,7 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
     timings["assignment"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    with one_thread():
-        _denoise(features, clusters, params, dtype, progress)
+    _denoise(features, clusters, params, dtype, progress)
     timings["denoise"] = time.perf_counter() - clock
 
     sizes = np.asarray([len(c.denoised) for c in clusters], dtype=np.int64)
@@ -234,9 +233,8 @@ def boundary_selection(features: torch.Tensor, cores: np.ndarray, budget: int, p
         allocation = capped_budget_split(sizes, budget + int(is_labeled.sum()))
 
     clock = time.perf_counter()
-    with one_thread():
-        rows, scores, classes = _select_boundaries(features, clusters, centers, allocation, params, dtype,
-                                                   near, progress)
+    rows, scores, classes = _select_boundaries(features, clusters, centers, allocation, params, dtype,
+                                               near, progress)
     timings["boundary"] = time.perf_counter() - clock
 
     if compat and len(np.unique(rows)) != len(rows):
@@ -318,10 +316,9 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     """``(x * x).sum(1)`` in row blocks that stay in cache (the same per-row sums)."""
     out = torch.empty(x.shape[0], dtype=x.dtype)
     step = max(1, NORM_BLOCK_ELEMENTS // max(1, x.shape[1]))
-    with one_thread():  # many small passes: a second thread only adds a barrier to each
-        for start in range(0, x.shape[0], step):
-            part = x[start : start + step]
-            out[start : start + step] = (part * part).sum(1)
+    for start in range(0, x.shape[0], step):
+        part = x[start : start + step]
+        out[start : start + step] = (part * part).sum(1)
     return out
 
 

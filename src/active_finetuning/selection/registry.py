@@ -1,4 +1,4 @@
-"""One registry of selectors, one signature (STYLE.md: registry by decorator, configuration as data).
+"""One registry of selectors, one signature (a registry by decorator, configuration as data).
 
 A selector is a function ``fn(pool, budget, params, *, seed, progress) -> Picks`` registered under
 its method name with a frozen dataclass of parameters. Everything else — the CLI's ``--method``
@@ -9,6 +9,7 @@ registry. Adding a method touches one file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -138,9 +139,12 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
             raise InputError(f"parameter {name!r} must be an integer, got {value!r}") from None
     if hint is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise InputError(f"parameter {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise InputError(f"parameter {name!r} must be a finite number, got {value!r}")
+        return number
     if hint is str:
         return str(value)
     return value

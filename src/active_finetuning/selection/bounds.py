@@ -1,0 +1,189 @@
+"""Exact nearest centers for centers that move a little at a time (docs: "Exact assignment", bounds).
+
+An optimiser moves each center by a small step per iteration, so most rows cannot change their
+nearest center from one iteration to the next. ``BoundedAssignment`` carries bounds across
+iterations, as Elkan's and Hamerly's k-means do, and scores again only the rows whose bounds
+overlap. Per row it keeps its ``depth`` best centers at its last scoring, each with an upper bound
+on its true similarity, and one upper bound on every other center. Every iteration computes each
+row's similarity to its own center anyway (the loss needs it), which gives an exact lower bound.
+
+When center ``j`` moves by ``δ_j = ‖c_j(t) − c_j(t−1)‖``, no similarity to it changes by more than
+``‖f_i‖·δ_j`` (Cauchy–Schwarz), so upper bounds grow by the centers' accumulated displacements.
+A row keeps its center while
+
+    own similarity − its rounding error > every other center's upper bound:
+
+then no other center can be the true maximum, nor tie with it. A row that fails is *tightened*
+first (the listed centers within reach re-computed exactly, a few sampled dot products); a row
+that still fails is *scored again* by the scorer (the GEMM, or the bfloat16 screen), which yields
+its exact nearest center (``exact``) and fresh bounds. The assignment is therefore the exact
+nearest center of every row at every iteration: the same trajectory as scoring every row, at a
+fraction of the work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .exact import MARGIN, dot_error, sampled_products
+
+# Centers listed per row with their own upper bounds (beyond them one bound covers the rest).
+DEPTH = 16
+
+
+def own_similarity(points, centers, rows, index) -> torch.Tensor:
+    """``⟨points[i], centers[index_i]⟩`` for ``rows`` (sorted; all rows when ``None``): one sampled
+    dot product per row, the same bits whatever other rows are asked (tests check it)."""
+    rows = torch.arange(points.shape[0]) if rows is None else rows
+    if len(rows) == 0:
+        return torch.empty(0, dtype=points.dtype)
+    return sampled_products(points, centers, rows, index)
+
+
+class FullAssignment:
+    """Every row scored at every iteration (no bounds): the reference path, and ``pool_batch``'s."""
+
+    mode = "full"
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.counts = {"visited": 0, "tightened": 0, "scored": 0}
+
+    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None):
+        """Each row's exact nearest center and its similarity to it."""
+        visited = self.scorer.points.shape[0] if rows is None else len(rows)
+        centers = centers.to(self.scorer.points.dtype)
+        self.counts["visited"] += visited
+        self.counts["scored"] += visited
+        index = self.scorer(centers, rows).index
+        return index, own_similarity(self.scorer.points, centers, rows, index)
+
+
+class BoundedAssignment:
+    """Each row's exact nearest center, re-scoring only rows whose bounds overlap."""
+
+    mode = "bounded"
+
+    def __init__(self, scorer, depth: int = DEPTH):
+        self.scorer = scorer
+        points = scorer.points
+        n, self.dim = points.shape
+        self.depth = depth
+        self.dtype = points.dtype
+        # Drifts are multiplied by max‖f_i‖ once, in the displacement itself.
+        self.norm_max = float(scorer.norm.max()) if n else 0.0
+        self.index = torch.zeros(n, dtype=torch.int64)
+        # Upper bounds are stored minus the accumulated displacement of their center at the time
+        # they were made, so that adding the current one ages them to now without touching them.
+        self.candidates: torch.Tensor | None = None
+        self.upper: torch.Tensor | None = None
+        self.rest = torch.full((n,), math.inf, dtype=torch.float64)
+        self.scored_at = torch.full((n,), -1, dtype=torch.int64)
+        self.previous: torch.Tensor | None = None
+        self.moved: torch.Tensor | None = None  # accumulated displacement per center (float64)
+        self.history: torch.Tensor | None = None  # ``moved`` at every iteration so far
+        self.iteration = -1
+        self.counts = {"visited": 0, "tightened": 0, "scored": 0}
+
+    @torch.no_grad()
+    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None):
+        """Each row's exact nearest center and its similarity to it."""
+        points = self.scorer.points
+        rows = torch.arange(points.shape[0]) if rows is None else rows
+        centers = centers.to(points.dtype)
+        self._advance(centers)
+        self.counts["visited"] += len(rows)
+        error = self._error(centers)
+        own = torch.empty(len(rows), dtype=points.dtype)
+        known = self.scored_at[rows] >= 0
+        seen = rows[known]
+        own[known] = own_similarity(points, centers, seen, self.index[seen])
+        keep = known.clone()
+        if len(seen):
+            lower = own[known].double() - error
+            listed, upper, rest = self._aged(seen)
+            kept = (lower > torch.maximum(upper.amax(dim=1), rest))
+            suspect = (~kept).nonzero().squeeze(1)
+            self.counts["tightened"] += len(suspect)
+            if len(suspect):
+                kept[suspect] = self._tighten(centers, seen[suspect], listed[suspect], upper[suspect],
+                                              rest[suspect], lower[suspect], error)
+            keep[known] = kept
+        positions = (~keep).nonzero().squeeze(1)
+        if len(positions):
+            rescore = rows[positions]
+            self.counts["scored"] += len(rescore)
+            before = self.index[rescore]
+            self._score(centers, rescore)
+            stale = positions[(self.index[rescore] != before) | ~known[positions]]
+            own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]])
+        return self.index[rows], own
+
+    # ------------------------------------------------------------------------------------------
+
+    def _advance(self, centers: torch.Tensor) -> None:
+        """Accumulate each center's displacement since the previous call (a first call, or one with
+        another number of centers, starts over: every row is scored)."""
+        current = centers.detach().double()
+        if self.previous is None or self.previous.shape != current.shape:
+            self.moved = torch.zeros(current.shape[0], dtype=torch.float64)
+            self.history = torch.empty((0, current.shape[0]), dtype=torch.float64)
+            self.scored_at.fill_(-1)
+            self.iteration = -1
+            depth = min(self.depth, current.shape[0])
+            self.candidates = torch.zeros((self.index.shape[0], depth), dtype=torch.int64)
+            self.upper = torch.full((self.index.shape[0], depth), math.inf, dtype=torch.float64)
+        else:
+            step = torch.linalg.vector_norm(current - self.previous, dim=1)
+            # ‖f_i‖·δ_j, with a relative margin for the float64 norm and sums.
+            self.moved += step * self.norm_max * (1 + MARGIN)
+        self.previous = current
+        self.iteration += 1
+        if self.history.shape[0] <= self.iteration:  # grow by doubling
+            grown = torch.empty((max(8, 2 * self.history.shape[0]), current.shape[0]), dtype=torch.float64)
+            grown[: self.history.shape[0]] = self.history
+            self.history = grown
+        self.history[self.iteration] = self.moved
+
+    def _error(self, centers: torch.Tensor) -> float:
+        """Bound on the rounding of one computed similarity (a sampled dot product) now, plus an
+        absolute margin for the float64 bookkeeping of the aged bounds."""
+        center_max = float(torch.linalg.vector_norm(centers.detach().double(), dim=1).max())
+        value = dot_error(self.dim, self.dtype) * self.norm_max * center_max * (1 + MARGIN)
+        return value + 1e-12 * (1 + float(self.moved.max()))
+
+    def _aged(self, rows: torch.Tensor):
+        """The rows' listed centers, their upper bounds now (the own center's, and any listed
+        twice, at ``-inf``), and the bound on every other center now."""
+        everything = len(rows) == self.index.shape[0]  # rows are sorted and distinct: all of them
+        listed = self.candidates if everything else self.candidates[rows]
+        upper = (self.upper if everything else self.upper[rows]) + self.moved[listed]
+        upper.masked_fill_(listed == (self.index if everything else self.index[rows])[:, None], -math.inf)
+        drift = (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
+        rest = (self.rest if everything else self.rest[rows]) + drift[self.scored_at[rows]]
+        return listed, upper, rest
+
+    def _tighten(self, centers, rows, listed, upper, rest, lower, error) -> torch.Tensor:
+        """Exact similarities to the listed centers within reach of each row's own similarity;
+        returns which rows are then proven to keep their center (their bounds updated)."""
+        local, column = (upper >= lower[:, None]).nonzero(as_tuple=True)  # row-major: rows ascending
+        if len(local):
+            reached = listed[local, column]
+            values = sampled_products(self.scorer.points, centers, rows[local], reached).double()
+            self.upper[rows[local], column] = values + error - self.moved[reached]
+            upper[local, column] = values + error
+        return lower > torch.maximum(upper.amax(dim=1), rest)
+
+    def _score(self, centers: torch.Tensor, rows: torch.Tensor) -> None:
+        scores = self.scorer(centers, rows, self.candidates.shape[1])
+        self.index[rows] = scores.index
+        self.candidates[rows] = scores.candidates
+        self.upper[rows] = scores.upper - self.moved[scores.candidates]
+        self.rest[rows] = scores.rest
+        self.scored_at[rows] = self.iteration
+
+
+def make_assignment(scorer, mode: str):
+    return BoundedAssignment(scorer) if mode == "bounded" else FullAssignment(scorer)

@@ -1,0 +1,119 @@
+"""The exact nearest center: rounding bounds, and the decision between near-tied centers.
+
+A row's nearest center is the argmax of its *true* similarities (exact real arithmetic on the
+stored float32 or float64 vectors), ties to the lowest center index (docs: "Exact assignment").
+A float32 GEMM decides it wherever its rounding cannot reorder two centers; where two centers are
+within that rounding of each other, the float32 answer depends on the BLAS kernel, the block
+shape and the thread count, so those few candidates are compared again in float64 and, if still
+within float64's rounding, exactly.
+
+Rounding model: a dot product of length ``d`` computed in a precision with unit roundoff ``u`` is
+within ``γ_d·‖x‖‖y‖`` of the exact one, ``γ_d = d·u/(1 − d·u)``, in any summation order, with or
+without fused multiply-adds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .similarity import exact_matmul, sparse_rows
+
+# Unit roundoff of bfloat16 (8 significant bits), float32 (24 bits) and float64 (53 bits).
+BF16_UNIT = 2.0**-8
+FP32_UNIT = 2.0**-24
+FP64_UNIT = 2.0**-53
+# Relative margin on bounds computed in float64 (covers the rounding of the bounds themselves).
+MARGIN = 1e-9
+
+
+def dot_error(dim: int, dtype: torch.dtype) -> float:
+    """``γ_d``: a computed dot product of length ``dim`` is within ``γ_d‖x‖‖y‖`` of the exact one."""
+    u = {torch.float64: FP64_UNIT, torch.bfloat16: BF16_UNIT}.get(dtype, FP32_UNIT)
+    return dim * u / (1 - dim * u)
+
+
+def sampled_products(points, centers, rows, cols, counts=None) -> torch.Tensor:
+    """``⟨points[rows[p]], centers[cols[p]]⟩`` for every pair ``p`` (``rows`` sorted), in the
+    points' precision, without forming any other product. Each value is computed by one thread
+    in a fixed order: the same bits with any number of threads."""
+    n = points.shape[0]
+    counts = torch.bincount(rows, minlength=n) if counts is None else counts
+    crow = torch.zeros(n + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=crow[1:])
+    pattern = sparse_rows(crow, cols, torch.ones(len(cols), dtype=points.dtype), (n, centers.shape[0]))
+    with exact_matmul():
+        return torch.sparse.sampled_addmm(pattern, points, centers.T, beta=0.0).values()
+
+
+def exact_argmax(points, centers, rows, cols, scores, error) -> torch.Tensor:
+    """Each row's exact nearest center among its candidate pairs.
+
+    ``rows`` (sorted) and ``cols`` (ascending within a row) list candidate pairs that include
+    every center that can be the row's true maximum; ``scores`` are their computed similarities,
+    each within ``error[row]`` of the truth. Returns, for rows ``0..n-1`` of ``points``, the
+    candidate with the largest true similarity, the lowest index among exact ties.
+    """
+    n = points.shape[0]
+    best = torch.full((n,), -math.inf, dtype=scores.dtype).scatter_reduce_(0, rows, scores, "amax")
+    alive = scores.double() >= best[rows].double() - 2 * error[rows]  # may still be the maximum
+    first = torch.full((n,), len(rows), dtype=torch.int64).scatter_reduce_(
+        0, rows[alive], torch.arange(len(rows))[alive], "amin")
+    index = cols[first.clamp_max(max(len(rows) - 1, 0))]
+    contested = torch.bincount(rows[alive], minlength=n) > 1
+    if bool(contested.any()):
+        keep = alive & contested[rows]
+        index[contested] = _float64_then_exact(points, centers, rows[keep], cols[keep])
+    return index
+
+
+def _float64_then_exact(points, centers, rows, cols) -> torch.Tensor:
+    """Float64 re-score of the contested pairs (error ``γ_d`` of float64); rows still within that
+    error of each other are compared exactly. Returns one center per distinct row, rows ascending."""
+    dim = points.shape[1]
+    left, right = points[rows].double(), centers[cols].double()
+    values = (left * right).sum(dim=1)
+    error = dot_error(dim, torch.float64) * torch.linalg.vector_norm(left, dim=1) \
+        * torch.linalg.vector_norm(right, dim=1) * (1 + MARGIN)
+    distinct, position = torch.unique_consecutive(rows, return_inverse=True)
+    lowest = torch.full((len(distinct),), -math.inf, dtype=torch.float64).scatter_reduce_(
+        0, position, values - error, "amax")
+    alive = values + error >= lowest[position]
+    winners = torch.empty(len(distinct), dtype=torch.int64)
+    for slot in range(len(distinct)):
+        mine = (position == slot) & alive
+        row = int(distinct[slot])
+        options = cols[mine].tolist()
+        winners[slot] = options[0] if len(options) == 1 else exact_best(points[row], centers, options)
+    return winners
+
+
+def exact_best(point: torch.Tensor, centers: torch.Tensor, options: list[int]) -> int:
+    """The option with the largest exact ``⟨point, centers[j]⟩``, the lowest index among ties:
+    each comparison is the sign of a correctly rounded sum (``math.fsum``) of exact products."""
+    terms = {j: _exact_terms(point, centers[j]) for j in sorted(options)}
+    best = min(options)
+    for j in sorted(options)[1:]:
+        if math.fsum(np.concatenate([terms[j], -terms[best]]).tolist()) > 0:
+            best = j
+    return best
+
+
+def _exact_terms(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Float64 numbers whose exact sum is ``⟨x, y⟩``: the products themselves for float32 inputs
+    (24-bit significands multiply exactly in float64); for float64 inputs each product split into
+    four exact partial products (Veltkamp's splitting into 26-bit halves)."""
+    a, b = x.double().numpy(), y.double().numpy()
+    if x.dtype != torch.float64 and y.dtype != torch.float64:
+        return a * b
+    a_high, a_low = _split(a)
+    b_high, b_low = _split(b)
+    return np.concatenate([a_high * b_high, a_high * b_low, a_low * b_high, a_low * b_low])
+
+
+def _split(values: np.ndarray):
+    scaled = values * (2.0**27 + 1)
+    high = scaled - (scaled - values)
+    return high, values - high
