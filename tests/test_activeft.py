@@ -7,14 +7,15 @@ import torch
 from active_finetuning.artifacts import FeatureTable, write_features
 from active_finetuning.errors import InputError
 from active_finetuning.selection import select
+from active_finetuning.selection.api import unit_rows
 from active_finetuning.selection.activeft import ActiveFTParams, _blockwise, _centroid_gradient
 from tests.conftest import gaussian_mixture, run_cli
 from tests.oracles.activeft_dense import dense_activeft
 
 
 def unit(x):
-    x = torch.as_tensor(x, dtype=torch.float32)
-    return x / x.norm(dim=1, keepdim=True)
+    """The unit rows the selector sees (normalised in float64, stored in float32)."""
+    return unit_rows(np.asarray(x))
 
 
 @pytest.mark.parametrize("n, dim, clusters, budget, iterations", [

@@ -14,6 +14,7 @@ from active_finetuning.selection.api import unit_rows
 from active_finetuning.selection.bilaf import BilafParams, boundary_selection
 from tests.conftest import gaussian_mixture, run_cli
 from tests.oracles.bilaf_dense import dense_bilaf
+from tests.oracles.bilaf_paper import paper_bilaf
 
 
 def arc(angles):
@@ -49,6 +50,25 @@ COMPAT = BilafParams(reference_compat=True)
 
 # ----------------------------------------------------------------------------------------------
 # reference parity: the same list, order included, as the per-candidate-loop oracle
+
+
+@pytest.mark.parametrize("n, dim, clusters, num_cores, budget, options", [
+    (3000, 16, 12, 30, 150, {}),
+    (2500, 16, 10, 12, 300, {}),
+    (1800, 24, 8, 20, 120, {"opponent_penalty": 1.5, "removal_ratio": 0.2, "ring_fraction": 0.15}),
+    (900, 8, 5, 6, 200, {"density_k": 4, "min_cluster_for_denoise": 30}),
+    (400, 8, 3, 1, 12, {}),
+])
+def test_paper_mode_equals_the_paper_loop_oracle(n, dim, clusters, num_cores, budget, options):
+    # The default mode against an oracle written from the paper's definitions as plain loops
+    # (tests/oracles/bilaf_paper.py): IDC seeded with the core until all are in, eq. 7's minimum
+    # over all opponents, the capped split, the top-up.
+    features, _ = gaussian_mixture(n, dim, clusters, spread=0.6, seed=n + 1)
+    unit = unit_rows(features)
+    cores = select(features, num_cores, "kmeans", seed=0).indices
+    expected = paper_bilaf(unit.numpy(), cores, budget, **options)
+    picks = boundary_selection(unit, cores, budget, BilafParams(**options))
+    assert picks.indices.tolist() == expected
 
 
 @pytest.mark.parametrize("n, dim, clusters, num_cores, budget, options", [
@@ -220,7 +240,9 @@ def test_artifact_records_roles_classes_scores_and_every_parameter(tmp_path):
     assert set(meta["params"]) == {f.name for f in dataclasses.fields(BilafParams)}
     assert meta["info"]["num_cores"] == 6 and meta["info"]["cores_from"] == "activeft"
     default_k = select(features, 30, "bilaf", core_selector="random").metadata["info"]["num_cores"]
-    assert default_k == bilaf.default_num_cores(30) == 30
+    assert default_k == 3  # 0.5% of 600, at least 1
+    share = select(features, 30, "bilaf", core_selector="random", num_cores="2%")
+    assert share.metadata["info"]["num_cores"] == 12 and share.metadata["params"]["num_cores"] == "2%"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,6 +253,8 @@ def test_artifact_records_roles_classes_scores_and_every_parameter(tmp_path):
     ({"num_cores": 0}, "num_cores"),
     ({"num_cores": -2}, "num_cores"),
     ({"num_cores": 21}, "num_cores"),
+    ({"num_cores": "12.5"}, "num_cores"),
+    ({"num_cores": "0%"}, "num_cores"),
     ({"ring_fraction": -0.1}, "ring_fraction"),
     ({"ring_fraction": 1.0}, "ring_fraction"),
     ({"removal_ratio": -0.1}, "removal_ratio"),

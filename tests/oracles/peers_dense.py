@@ -13,9 +13,10 @@ def pairwise_distance(features: np.ndarray) -> np.ndarray:
     return np.sqrt((diff**2).sum(axis=2))
 
 
-def dense_typicality(features: np.ndarray, k: int) -> np.ndarray:
-    """Typicality(x) = 1 / (mean distance to its k nearest other samples + 1e-5) (Hacohen et al. 2022)."""
-    distance = pairwise_distance(features)
+def dense_typicality(features: np.ndarray, k: int, power: int = 1) -> np.ndarray:
+    """Typicality(x) = 1 / (mean distance to its k nearest other samples + 1e-5) (Hacohen et al. 2022);
+    ``power`` 2: squared distances, as the authors' code has them."""
+    distance = pairwise_distance(features) ** power
     np.fill_diagonal(distance, np.inf)
     k = min(k, len(features) - 1)
     nearest = np.sort(distance, axis=1)[:, :k]
@@ -49,3 +50,35 @@ def dense_pure_fraction(features: np.ndarray, pseudo: np.ndarray, delta: float) 
     balls = pairwise_distance(features) < delta
     pure = [(pseudo[balls[x]] == pseudo[x]).all() for x in range(len(features))]
     return float(np.mean(pure))
+
+
+def typiclust_loop(features: np.ndarray, labels: np.ndarray, budget: int, labeled=(), k: int = 20,
+                   min_cluster_size: int = 5, squared: bool = True) -> list[int]:
+    """TypiClust's selection loop as the authors' code runs it, given the k-means labels.
+
+    Clusters sorted by (labeled members ascending, size descending, id), those of ``min_cluster_size``
+    samples or fewer left out, visited round robin; at each visit the typicality is computed anew on
+    the cluster's members not yet labeled or picked, over ``min(k, members // 2)`` neighbours with
+    squared distances (faiss ``IndexFlatL2``), and the first maximum is taken.
+    """
+    labels = np.array(labels)
+    ids, sizes = np.unique(labels, return_counts=True)
+    held = {c: sum(1 for row in labeled if labels[row] == c) for c in ids}
+    order = sorted((held[c], -size, c) for c, size in zip(ids, sizes) if size > min_cluster_size)
+    for row in labeled:
+        labels[row] = -1
+    picks = []
+    for i in range(budget):
+        cluster = order[i % len(order)][2]
+        members = np.flatnonzero(labels == cluster)
+        neighbours = min(k, len(members) // 2)
+        if neighbours == 0:
+            best = members[0]
+        else:
+            distance = pairwise_distance(features[members]) ** (2 if squared else 1)
+            np.fill_diagonal(distance, np.inf)
+            mean = np.sort(distance, axis=1)[:, :neighbours].mean(axis=1)
+            best = members[int(np.argmax(1.0 / (mean + 1e-5)))]
+        picks.append(int(best))
+        labels[best] = -1
+    return picks

@@ -1,6 +1,6 @@
 """ActiveFT (Xie et al., CVPR 2023): fit B centroids to the pool, then snap them to samples.
 
-Follows, by default, the official code's loss and schedule (docs: "ActiveFT"). The gradient is
+Follows, by default, the official code's loss and schedule (docs/selection.md, "ActiveFT"). The gradient is
 computed in closed form rather than by autograd over the N×B similarity matrix:
 
 * assignments ``k_i = argmax_j ⟨f_i, c_j⟩``, the float32 GEMM's argmax (the hard argmax is
@@ -37,6 +37,7 @@ from .clustering import d2_draw
 from .registry import Picks, register_selector, require
 from .screen import fastest_scorer, make_scorer
 from .similarity import (
+    BLOCK_ELEMENTS,
     nearest_by_similarity,
     rows_per_block,
     snap_to_unique_samples,
@@ -185,7 +186,7 @@ def fit_centroids(
 
 
 def _assignment(features: torch.Tensor, centers: int, params: ActiveFTParams, batch: int | None):
-    """The assignment path (docs: "Exact assignment"). ``auto``: bounds carried across iterations
+    """The assignment path (docs/selection.md, "Exact assignment"). ``auto``: bounds carried across iterations
     when the whole pool is used every iteration, scoring the few rows that need it with the GEMM
     (measured: the bfloat16 screen's fixed costs outweigh its cheaper product on so few rows, even
     on CPUs with bfloat16 instructions); with ``pool_batch`` every batch row is scored (a row is
@@ -226,13 +227,14 @@ def _centroid_gradient(features, centroids, fixed, params: ActiveFTParams, assig
     n = len(assigned)
     positive = own / tau  # m_i
     if params.loss_form == "official":
-        log_r = _log_repulsion(everything, tau, chunk)  # log R_j over moving and fixed centroids
+        logits = _Logits(everything, tau, chunk)
+        log_r = _log_repulsion(logits)  # log R_j over moving and fixed centroids
         z = math.log(params.balance) + log_r[assigned] - positive
         weight = _blockwise(torch.sigmoid, z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i)
         loss_value = _mean(_blockwise(torch.nn.functional.softplus, z))
         grad = -_assigned_sum(features, subset, assigned, weight, everything.shape[0]) / (n * tau)
         per_center = torch.zeros(everything.shape[0], dtype=weight.dtype).index_add_(0, assigned, weight) / n
-        grad += _repulsion_gradient(everything, per_center, tau, chunk)
+        grad += _repulsion_gradient(logits, per_center)
     else:  # the paper's two-term loss (self term excluded, no stop-gradient)
         ones = torch.ones(n, dtype=positive.dtype)
         grad = -_assigned_sum(features, subset, assigned, ones, everything.shape[0]) / (n * tau)
@@ -277,27 +279,46 @@ def _column_chunks(b: int, chunk: int | None):
         yield slice(start, min(b, start + step))
 
 
-def _log_repulsion(centroids, tau, chunk):
-    """log R_j = log Σ_l exp(⟨c_l, c_j⟩/τ), self term included (§2.4)."""
-    b = centroids.shape[0]
-    log_r = torch.empty(b, dtype=centroids.dtype)
-    for rows in _column_chunks(b, chunk):
-        log_r[rows] = torch.logsumexp(centroids[rows] @ centroids.T / tau, dim=1)
+class _Logits:
+    """The scaled Gram matrix ``⟨c_j, c_l⟩/τ`` in row chunks (chunk × B); computed once and kept
+    for both of its uses when it fits in one block, else computed again for each."""
+
+    def __init__(self, centroids, tau, chunk):
+        self.centroids, self.tau, self.chunk = centroids, tau, chunk
+        b = centroids.shape[0]
+        self.kept = [] if b * b <= BLOCK_ELEMENTS else None
+
+    def __iter__(self):
+        if self.kept:
+            yield from self.kept
+            return
+        for rows in _column_chunks(self.centroids.shape[0], self.chunk):
+            logits = self.centroids[rows] @ self.centroids.T / self.tau
+            if self.kept is not None:
+                self.kept.append((rows, logits))
+            yield rows, logits
+
+
+def _log_repulsion(logits: _Logits):
+    """log R_j = log Σ_l exp(⟨c_l, c_j⟩/τ), self term included."""
+    log_r = torch.empty(logits.centroids.shape[0], dtype=logits.centroids.dtype)
+    for rows, block in logits:
+        log_r[rows] = torch.logsumexp(block, dim=1)
     return log_r
 
 
-def _repulsion_gradient(centroids, per_center, tau, chunk):
-    """Σ_i (σ(z_i)/N) ∂log R_{k_i}/∂c_{k_i}, with the other factor stop-gradient (§2.4 point 4).
+def _repulsion_gradient(logits: _Logits, per_center):
+    """Σ_i (σ(z_i)/N) ∂log R_{k_i}/∂c_{k_i}, with the other factor stop-gradient (docs/selection.md, "ActiveFT").
 
     The Gram blocks are (chunk × B) and reduced along their contiguous rows: torch's softmax over
     the other dimension sums in an order that depends on the thread count, which would make the
     trajectory (and the picks) differ between 1 and 2 threads.
     """
-    b = centroids.shape[0]
+    centroids = logits.centroids
     grad = torch.zeros_like(centroids)
-    for rows in _column_chunks(b, chunk):
-        weights = torch.softmax(centroids[rows] @ centroids.T / tau, dim=1)  # (chunk, B)
-        grad[rows] = (weights @ centroids) * (per_center[rows, None] / tau)
+    for rows, block in logits:
+        weights = torch.softmax(block, dim=1)  # (chunk, B)
+        grad[rows] = (weights @ centroids) * (per_center[rows, None] / logits.tau)
     return grad
 
 

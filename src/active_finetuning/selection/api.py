@@ -12,7 +12,7 @@ import torch
 from .. import __version__
 from ..artifacts import FeatureTable, Selection, read_features
 from ..errors import InputError
-from .registry import Picks, get_selector
+from .registry import Picks, get_selector, parse_percentage
 
 
 @dataclass
@@ -32,25 +32,41 @@ class Pool:
         return int(self.features.shape[1])
 
 
+# Rows normalised at once (keeps the float64 temporaries of the normalisation small).
+NORMALISE_ELEMENTS = 1 << 20
+
+
 def unit_rows(features: np.ndarray) -> torch.Tensor:
-    """L2-normalise rows in float32 (selectors never trust a 'normalized' flag)."""
-    tensor = torch.from_numpy(np.array(features, dtype=np.float32, copy=True))  # never the caller's buffer
-    norms = torch.linalg.vector_norm(tensor, dim=1, keepdim=True)
-    return tensor.div_(norms)
+    """L2-normalised rows as a new float32 tensor (selectors never trust a 'normalized' flag).
+
+    Norms and division are in float64, each row scaled by its largest magnitude first, so a row of
+    1e-40 or of 1e20 still becomes a unit vector (float32 norms underflow or overflow there).
+    """
+    array = np.asarray(features)
+    if array.ndim != 2:
+        raise InputError(f"features must be a 2-D array (rows × dimensions), got shape {array.shape}")
+    out = np.empty(array.shape, dtype=np.float32)
+    step = max(1, NORMALISE_ELEMENTS // max(1, array.shape[1]))
+    for start in range(0, len(array), step):
+        block = array[start : start + step].astype(np.float64)
+        scale = np.abs(block).max(axis=1, initial=0.0)
+        usable = np.isfinite(scale) & (scale > 0)
+        if not usable.all():
+            bad = start + np.flatnonzero(~usable)
+            raise InputError(f"{len(bad)} feature rows have no direction (all zero, NaN or infinite; first rows: "
+                             f"{bad[:5].tolist()}); drop or repair them before selection")
+        block /= scale[:, None]
+        block /= np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
+        out[start : start + step] = block
+    return torch.from_numpy(out)
 
 
 def resolve_budget(budget: int | str | float, pool_size: int) -> int:
-    """An absolute budget from ``500`` or ``"1%"`` (ALGORITHMS.md §1: ``int(N · pct · 0.01)``)."""
+    """An absolute budget from ``500`` or ``"1%"`` (``int(N · pct · 0.01)``, as the authors' scripts round)."""
     if isinstance(budget, str):
         text = budget.strip()
         if text.endswith("%"):
-            try:
-                percent = float(text[:-1])
-            except ValueError:
-                raise InputError(f"budget {budget!r} is not a number or a percentage like '1%'") from None
-            if not 0 < percent <= 100:
-                raise InputError(f"budget percentage must be in (0, 100], got {budget!r}")
-            count = int(pool_size * percent * 0.01)
+            count = int(pool_size * parse_percentage(text, "budget") * 0.01)
             if count < 1:
                 raise InputError(
                     f"budget {budget!r} of a pool of {pool_size} rounds down to 0 samples; "
@@ -165,3 +181,6 @@ def _check_picks(picks: Picks, count: int, pool: Pool, method: str) -> None:
         raise RuntimeError(f"selector {method!r} returned rows outside the pool")
     if len(pool.labeled) and np.isin(indices, pool.labeled).any():
         raise RuntimeError(f"selector {method!r} returned an already-labeled sample")
+    if picks.score is not None and np.isinf(np.asarray(picks.score, dtype=np.float64)).any():
+        raise InputError(f"{method}: some pick scores are infinite; the features or the parameters overflow "
+                         "the computation — check the features for extreme values and the method's parameters")

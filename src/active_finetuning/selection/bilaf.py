@@ -43,7 +43,7 @@ import torch
 from ..artifacts import read_selection
 from ..errors import InputError
 from ..progress import progress_bar
-from .core_count import default_num_cores
+from .core_count import parse_num_cores, requested_count, resolve_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
 from .similarity import BLOCK_ELEMENTS, rows_per_block
 
@@ -62,9 +62,9 @@ CACHE_ELEMENTS = 1 << 25
 
 @dataclass(frozen=True)
 class BilafParams:
-    """BiLAF parameters (ALGORITHMS.md §3.8 and §8); defaults follow the paper and the CIFAR script,
-    except ``num_cores``: None means K = B (``core_count.default_num_cores``, chosen on validation
-    splits), the paper's setting is a fixed K such as 0.1% of the pool (CIFAR10).
+    """BiLAF parameters; defaults follow the paper and the authors' CIFAR script. ``num_cores`` is a
+    count or a share of the pool (``"0.1%"``); None is the paper's rule for a pool of unknown kind,
+    0.5% of the pool, at most half the budget (``core_count``).
 
     ``cores`` is the URI of an existing selection artifact used as the core set (its ``core`` rows
     if it has any, else all its rows), so that the cores are computed once and reused for every
@@ -72,7 +72,7 @@ class BilafParams:
     by commas, e.g. ``"iterations=100,pool_batch=100000"``.
     """
 
-    num_cores: int | None = None
+    num_cores: int | str | None = None
     core_selector: str = "activeft"
     cores: str | None = None
     core_params: str | None = None
@@ -84,8 +84,7 @@ class BilafParams:
     reference_compat: bool = False
 
     def __post_init__(self) -> None:
-        require(self.num_cores is None or self.num_cores >= 1, "num_cores", self.num_cores,
-                "a positive integer no larger than the budget, or None for the default")
+        object.__setattr__(self, "num_cores", parse_num_cores(self.num_cores))
         require(self.density_k >= 1, "density_k", self.density_k, "a positive integer")
         require(0 < self.ring_fraction < 1, "ring_fraction", self.ring_fraction, "a fraction in (0, 1)")
         require(0 <= self.removal_ratio < 1, "removal_ratio", self.removal_ratio, "a fraction in [0, 1)")
@@ -142,7 +141,7 @@ def core_rows(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
     labeled = set(pool.labeled.tolist())
     if params.cores is not None:
         rows = _rows_from_artifact(pool, params.cores)
-        if params.num_cores is not None and params.num_cores != len(rows):
+        if params.num_cores is not None and requested_count(params.num_cores, pool.size) != len(rows):
             raise InputError(f"parameter 'num_cores' is {params.num_cores} but the cores artifact "
                              f"{params.cores!r} holds {len(rows)} cores; omit num_cores or make them agree")
         if labeled & set(rows.tolist()):
@@ -151,10 +150,7 @@ def core_rows(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
                              "of unlabeled samples")
         info = {"cores_from": "artifact"}
     else:
-        count = params.num_cores if params.num_cores is not None else default_num_cores(budget)
-        if count > budget:
-            raise InputError(f"parameter 'num_cores' ({count}) exceeds the budget ({budget}); the budget "
-                             "includes the cores — lower num_cores or raise the budget")
+        count = resolve_num_cores(params.num_cores, pool.size, budget)
         spec = get_selector(params.core_selector)
         core_picks = spec.fn(pool, count, params.core_selector_params(), seed=seed, progress=progress)
         rows = np.asarray(core_picks.indices, dtype=np.int64)

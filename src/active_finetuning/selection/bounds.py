@@ -1,4 +1,4 @@
-"""Exact nearest centers for centers that move a little at a time (docs: "Exact assignment", bounds).
+"""Exact nearest centers for centers that move a little at a time (docs/selection.md, "Exact assignment", bounds).
 
 An optimiser moves each center by a small step per iteration, so most rows cannot change their
 nearest center from one iteration to the next. ``BoundedAssignment`` carries bounds across

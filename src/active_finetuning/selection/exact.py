@@ -1,7 +1,7 @@
 """The exact nearest center: rounding bounds, and the decision between near-tied centers.
 
 A row's nearest center is the argmax of its *true* similarities (exact real arithmetic on the
-stored float32 or float64 vectors), ties to the lowest center index (docs: "Exact assignment").
+stored float32 or float64 vectors), ties to the lowest center index (docs/selection.md, "Exact assignment").
 A float32 GEMM decides it wherever its rounding cannot reorder two centers; where two centers are
 within that rounding of each other, the float32 answer depends on the BLAS kernel, the block
 shape and the thread count, so those few candidates are compared again in float64 and, if still

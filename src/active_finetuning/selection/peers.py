@@ -4,27 +4,33 @@
 * ``probcover`` — Yehuda, Dekel, Hacohen, Weinshall, "Active Learning Through a Covering Lens"
   (NeurIPS 2022).
 
-Both work on unit-norm features with Euclidean distances (‖x − y‖² = 2 − 2⟨x, y⟩), never hold an
-N×N matrix (neighbours come from chunked products, O(N·k) memory), and are incremental: samples
-already labeled count as picks that were made before, and are never returned.
+Both follow the authors' code (avihu111/TypiClust) on unit-norm features with Euclidean distances
+(‖x − y‖² = 2 − 2⟨x, y⟩), never hold an N×N matrix (chunked products), and are incremental:
+samples already labeled count as picks that were made before, and are never returned.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
 from .. import storage
+from ..errors import InputError
 from ..progress import progress_bar
 from .clustering import cluster_pool, kmeans
-from .neighbours import euclidean_from_similarity, nearest_neighbours, nearest_other_group
+from .exact import dot_error
+from .neighbours import (
+    euclidean_from_similarity,
+    nearest_neighbours,
+    nearest_other_group,
+)
 from .registry import Picks, register_selector, require
-
+from .similarity import exact_matmul, rows_per_block
 
 # ----------------------------------------------------------------------------------------------
 # TypiClust
@@ -32,19 +38,31 @@ from .registry import Picks, register_selector, require
 
 @dataclass(frozen=True)
 class TypiClustParams:
-    """TypiClust parameters; defaults follow the authors' code (20 neighbours, clusters of ≥ 5)."""
+    """TypiClust parameters; defaults follow the authors' code (docs/selection.md, "TypiClust"):
+    |L| + B clusters, at most ``max_clusters``, Lloyd's k-means up to ``minibatch_above`` clusters
+    and mini-batch k-means above (batches of ``minibatch_batch``, up to ``minibatch_epochs`` passes),
+    clusters of ``min_cluster_size`` samples or fewer left out, typicality over
+    ``min(neighbours, n // 2)`` neighbours with squared Euclidean distances (``distance="euclidean"``:
+    the paper's formula)."""
 
     neighbours: int = 20
     min_cluster_size: int = 5
-    kmeans_max_iter: int = 50
+    max_clusters: int = 500
+    kmeans_max_iter: int = 300
     minibatch_above: int = 50
+    minibatch_batch: int = 5000
+    minibatch_epochs: int = 100
+    distance: Literal["squared", "euclidean"] = "squared"
 
     def __post_init__(self) -> None:
         require(self.neighbours >= 1, "neighbours", self.neighbours, "a positive integer")
-        require(self.min_cluster_size >= 1, "min_cluster_size", self.min_cluster_size, "a positive integer")
+        require(self.min_cluster_size >= 0, "min_cluster_size", self.min_cluster_size, "a non-negative integer")
+        require(self.max_clusters >= 1, "max_clusters", self.max_clusters, "a positive integer")
         require(self.kmeans_max_iter >= 0, "kmeans_max_iter", self.kmeans_max_iter, "a non-negative integer")
         require(self.minibatch_above >= 1, "minibatch_above", self.minibatch_above,
                 "a positive integer (cluster count above which mini-batch k-means is used)")
+        require(self.minibatch_batch >= 1, "minibatch_batch", self.minibatch_batch, "a positive integer")
+        require(self.minibatch_epochs >= 1, "minibatch_epochs", self.minibatch_epochs, "a positive integer")
 
 
 @register_selector("typiclust", TypiClustParams)
@@ -52,41 +70,46 @@ def select_typiclust(pool, budget: int, params: TypiClustParams, *, seed: int, p
     """TypiClust: the most typical sample of each of the largest uncovered k-means clusters (ICML 2022)."""
     features = pool.features
     n = pool.size
-    # Incremental: cluster into |L| + B clusters so the labeled samples hold clusters of their own.
-    clusters = min(n, budget + len(pool.labeled))
+    clusters = min(n, budget + len(pool.labeled), params.max_clusters)
     result = cluster_pool(features, clusters, seed=seed, max_iter=params.kmeans_max_iter,
-                          minibatch_above=params.minibatch_above, progress=progress)
+                          minibatch_above=params.minibatch_above, batch_size=params.minibatch_batch,
+                          epochs=params.minibatch_epochs, progress=progress)
     labels = result.labels.numpy()
     sizes = np.bincount(labels, minlength=clusters)
     held = np.bincount(labels[pool.labeled], minlength=clusters) if len(pool.labeled) else np.zeros(clusters, int)
-    eligible = np.ones(n, dtype=bool)
-    eligible[pool.labeled] = False
+    available = np.ones(n, dtype=bool)
+    available[pool.labeled] = False
     members = _members_by_cluster(labels, clusters)
-    # Visit order: clusters holding the fewest picks first, then the largest; clusters smaller than
-    # min_cluster_size only once every larger cluster is exhausted (the authors skip them).
-    heap = [(int(sizes[c] < params.min_cluster_size), int(held[c]), -int(sizes[c]), c)
-            for c in range(clusters) if sizes[c] > held[c]]
-    heapq.heapify(heap)
-    ranked: dict[int, list[int]] = {}
+    # The authors' visit order: clusters with the fewest labeled samples first, then the largest
+    # (ties → lower id), round robin; clusters of min_cluster_size or fewer are left out. Where
+    # their code would fail (a cluster used up, no cluster large enough) the round robin skips
+    # the empty clusters and then continues over the small ones.
+    order = sorted(range(clusters), key=lambda c: (int(held[c]), -int(sizes[c]), c))
+    large = [c for c in order if sizes[c] > params.min_cluster_size]
+    rounds = [large, [c for c in order if sizes[c] <= params.min_cluster_size]]
     picks, scores, pseudo = [], [], []
-    bar = progress_bar(range(budget), desc="typiclust", enabled=progress)
-    for _ in bar:
-        small, count, negative_size, c = heapq.heappop(heap)
-        if c not in ranked:
-            ranked[c] = _by_typicality(features, members[c], params.neighbours)
-        order = ranked[c]
-        while order and not eligible[order[0][0]]:
-            order.pop(0)
-        row, typicality = order.pop(0)
-        eligible[row] = False
-        picks.append(row)
-        scores.append(typicality)
-        pseudo.append(c)
-        if any(eligible[r] for r, _ in order):
-            heapq.heappush(heap, (small, count + 1, negative_size, c))
+    bar = progress_bar(total=budget, iterable=None, desc="typiclust", enabled=progress)
+    for visit in rounds:
+        position = 0
+        while len(picks) < budget and visit:
+            c = visit[position % len(visit)]
+            rows = members[c][available[members[c]]]
+            if not len(rows):
+                visit.remove(c)
+                continue
+            values = typicality(features[torch.from_numpy(rows)], min(params.neighbours, len(rows) // 2),
+                                params.distance)
+            best = int(np.argmax(values))  # the first maximum, as numpy's argmax
+            available[rows[best]] = False
+            picks.append(int(rows[best]))
+            scores.append(float(values[best]))
+            pseudo.append(c)
+            position += 1
+            bar.update(1)
+    bar.close()
     return Picks(indices=np.asarray(picks, dtype=np.int64), score=np.asarray(scores, dtype=np.float64),
                  pseudo_class=np.asarray(pseudo, dtype=np.int64),
-                 info={"clusters": clusters, "inertia": result.inertia})
+                 info={"clusters": clusters, "clusters_used": len(large), "inertia": result.inertia})
 
 
 def _members_by_cluster(labels: np.ndarray, clusters: int) -> list[np.ndarray]:
@@ -95,20 +118,16 @@ def _members_by_cluster(labels: np.ndarray, clusters: int) -> list[np.ndarray]:
     return [order[bounds[c] : bounds[c + 1]] for c in range(clusters)]
 
 
-def typicality(features: torch.Tensor, neighbours: int) -> np.ndarray:
-    """1 / (mean Euclidean distance to the ``neighbours`` nearest others + 1e-5), as the authors define it."""
-    if features.shape[0] == 1:
-        return np.ones(1)
+def typicality(features: torch.Tensor, neighbours: int, distance: str = "squared") -> np.ndarray:
+    """1 / (mean distance to the ``neighbours`` nearest others + 1e-5): squared Euclidean distances
+    as the authors' code computes them (faiss ``IndexFlatL2``), or Euclidean as the paper writes.
+    With no neighbour (a cluster of one), every sample's typicality is NaN and the first is taken."""
+    if neighbours < 1:
+        return np.full(features.shape[0], np.nan)
     _, similarity = nearest_neighbours(features, neighbours)
-    distance = euclidean_from_similarity(similarity).mean(dim=1).double().numpy()
-    return 1.0 / (distance + 1e-5)
-
-
-def _by_typicality(features: torch.Tensor, rows: np.ndarray, neighbours: int) -> list[tuple[int, float]]:
-    """Members of one cluster, most typical first (typicality within the cluster only)."""
-    values = typicality(features[torch.from_numpy(rows)], neighbours)
-    order = np.argsort(-values, kind="stable")
-    return [(int(rows[i]), float(values[i])) for i in order]
+    squared = (2 - 2 * similarity.double()).clamp_min(0)
+    values = squared if distance == "squared" else squared.sqrt()
+    return (1.0 / (values.mean(dim=1) + 1e-5)).numpy()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -117,19 +136,19 @@ def _by_typicality(features: torch.Tensor, rows: np.ndarray, neighbours: int) ->
 
 @dataclass(frozen=True)
 class ProbCoverParams:
-    """ProbCover parameters. ``delta`` None: the largest ball radius whose balls are ``purity`` pure
-    with respect to a k-means clustering into ``purity_clusters`` clusters (the paper uses the number
-    of classes), estimated exactly on ``purity_sample`` random balls. Coverage uses the
-    ``neighbours``-nearest-neighbour graph (a ball holds at most that many points besides its
-    centre); ``graph_cache`` is an optional directory that keeps the graph between runs on the same
-    features."""
+    """ProbCover parameters (docs/selection.md, "ProbCover"). ``delta`` None: the largest ball
+    radius whose balls are ``purity`` pure with respect to a k-means clustering into
+    ``purity_clusters`` clusters (the paper uses the number of classes), estimated exactly on
+    ``purity_sample`` random balls. Coverage uses the whole δ-ball graph, every pair closer than δ;
+    ``max_edges`` bounds its memory (4 bytes an edge). ``graph_cache`` is an optional directory
+    that keeps the graph between runs on the same features and δ."""
 
     delta: float | None = None
     purity: float = 0.95
     purity_clusters: int = 10
     purity_sample: int = 5000
-    neighbours: int = 100
-    kmeans_max_iter: int = 50
+    max_edges: int = 250_000_000
+    kmeans_max_iter: int = 300
     graph_cache: str | None = None
 
     def __post_init__(self) -> None:
@@ -138,13 +157,13 @@ class ProbCoverParams:
         require(0 < self.purity <= 1, "purity", self.purity, "a fraction in (0, 1]")
         require(self.purity_clusters >= 2, "purity_clusters", self.purity_clusters, "an integer of at least 2")
         require(self.purity_sample >= 1, "purity_sample", self.purity_sample, "a positive integer")
-        require(self.neighbours >= 1, "neighbours", self.neighbours, "a positive integer")
+        require(self.max_edges >= 1, "max_edges", self.max_edges, "a positive integer")
         require(self.kmeans_max_iter >= 0, "kmeans_max_iter", self.kmeans_max_iter, "a non-negative integer")
 
 
 @register_selector("probcover", ProbCoverParams)
 def select_probcover(pool, budget: int, params: ProbCoverParams, *, seed: int, progress: bool = False) -> Picks:
-    """ProbCover: greedy maximum coverage of δ-balls on the nearest-neighbour graph (NeurIPS 2022)."""
+    """ProbCover: greedy maximum coverage of δ-balls (NeurIPS 2022)."""
     features = pool.features
     n = pool.size
     rng = np.random.default_rng(seed)
@@ -153,33 +172,67 @@ def select_probcover(pool, budget: int, params: ProbCoverParams, *, seed: int, p
         pseudo = kmeans(features, min(params.purity_clusters, n), seed=seed, max_iter=params.kmeans_max_iter).labels
         sample = np.sort(rng.choice(n, min(n, params.purity_sample), replace=False))
         delta = purity_radius(features, pseudo, sample, params.purity)
-    neighbour_rows, distance = neighbour_graph(features, params.neighbours, params.graph_cache)
-    graph = BallGraph.build(neighbour_rows, distance, delta)
+    graph = BallGraph(*ball_graph(features, delta, params.max_edges, params.graph_cache, progress))
     picks, gains = graph.greedy_cover(budget, pool.labeled, rng, progress)
     info = {"delta": float(delta), "covered_fraction": float(graph.covered.mean()),
-            "mean_ball_size": float(len(graph.targets) / n),
-            # balls larger than the graph holds are truncated to their `neighbours` nearest points
-            "balls_at_graph_limit": float((distance[:, -1] < delta).mean()) if distance.shape[1] else 0.0}
+            "mean_ball_size": float(len(graph.targets) / n), "edges": int(len(graph.targets))}
     return Picks(indices=picks, score=gains.astype(np.float64), info=info)
 
 
-def neighbour_graph(features: torch.Tensor, k: int, cache: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, Euclidean distances), each (N, k) sorted nearest first; optionally cached on disk."""
-    k = min(k, features.shape[0] - 1)
+def ball_graph(features: torch.Tensor, delta: float, max_edges: int, cache: str | None = None,
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The δ-ball graph as CSR ``(start, targets)``: row x's ball is ``targets[start[x]:start[x+1]]``,
+    every y with ‖x − y‖ < δ, x itself included, ascending. Symmetric, so it is also the list of
+    balls that hold each point. Rows are compared in chunks (never N×N); pairs whose float32
+    distance is within its rounding of δ are decided by the float64 distance. Optionally cached."""
     path = None
     if cache:
-        digest = hashlib.blake2b(features.numpy().tobytes(), digest_size=12).hexdigest()
-        path = Path(storage.local_path(cache)) / f"knn-{digest}-k{k}.npz"
+        digest = hashlib.blake2b(features.numpy().tobytes() + np.float64(delta).tobytes(), digest_size=12).hexdigest()
+        path = Path(storage.local_path(cache)) / f"balls-{digest}.npz"
         if path.exists():
             with np.load(path) as stored:
-                return stored["rows"], stored["distance"]
-    rows, similarity = nearest_neighbours(features, k)
-    rows, distance = rows.numpy(), euclidean_from_similarity(similarity).numpy()
+                return stored["start"], stored["targets"]
+    n, dim = features.shape
+    threshold = 1 - delta * delta / 2  # ‖x − y‖ < δ ⇔ ⟨x, y⟩ > 1 − δ²/2 on unit rows
+    rounding = 4 * dot_error(dim, torch.float32)  # the product's error and the rows' norms (≈ 1)
+    counts = np.zeros(n, dtype=np.int64)
+    parts, total = [], 0
+    step = rows_per_block(n)
+    for start in progress_bar(range(0, n, step), desc="probcover graph", enabled=progress):
+        with exact_matmul():
+            block = features[start : start + step] @ features.T
+        sure = block > threshold + rounding
+        near = (block > threshold - rounding) & ~sure
+        rows, cols = near.nonzero(as_tuple=True)
+        if len(rows):
+            exact = _float64_distance(features, rows + start, cols) < delta
+            sure[rows[exact], cols[exact]] = True
+        local, targets = sure.nonzero(as_tuple=True)
+        total += len(targets)
+        if total > max_edges:
+            raise InputError(f"probcover: the δ-ball graph for delta = {delta:.4g} has more than {max_edges} edges "
+                             f"(mean ball above {total / (start + len(block)):.0f} samples); lower delta (or purity), "
+                             "or raise max_edges (4 bytes an edge)")
+        counts[start : start + len(block)] = torch.bincount(local, minlength=len(block)).numpy()
+        parts.append(targets.to(torch.int32).numpy())
+    start_of = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=start_of[1:])
+    targets = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
     if path is not None:
         with storage.atomic_output(str(path)) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, rows=rows, distance=distance)
-    return rows, distance
+                np.savez(handle, start=start_of, targets=targets)
+    return start_of, targets
+
+
+def _float64_distance(features, rows, cols) -> np.ndarray:
+    """‖f_r − f_c‖ in float64 for the given pairs, a few thousand at a time."""
+    out = np.empty(len(rows))
+    for first in range(0, len(rows), 4096):
+        part = slice(first, first + 4096)
+        difference = features[rows[part]].double() - features[cols[part]].double()
+        out[part] = torch.linalg.vector_norm(difference, dim=1).numpy()
+    return out
 
 
 def purity_radius(features: torch.Tensor, pseudo: torch.Tensor, sample: np.ndarray, purity: float) -> float:
@@ -199,48 +252,41 @@ def purity_radius(features: torch.Tensor, pseudo: torch.Tensor, sample: np.ndarr
 
 @dataclass
 class BallGraph:
-    """Directed coverage graph: x covers y when y is x itself or one of x's neighbours with ‖x − y‖ < δ."""
+    """The δ-ball graph (``ball_graph``) and the coverage state of a greedy cover."""
 
-    sources: np.ndarray  # (E,) sorted, x of each edge
-    targets: np.ndarray  # (E,) y of each edge
-    out_start: np.ndarray  # (N + 1,) edges of x are out_start[x]:out_start[x + 1]
-    in_order: np.ndarray  # (E,) edge numbers sorted by target
-    in_start: np.ndarray  # (N + 1,)
-    covered: np.ndarray  # (N,) bool
+    start: np.ndarray  # (N + 1,) ball of x is targets[start[x]:start[x + 1]]
+    targets: np.ndarray  # (E,) int32
+    covered: np.ndarray | None = None  # (N,) bool
 
-    @classmethod
-    def build(cls, rows: np.ndarray, distance: np.ndarray, delta: float) -> "BallGraph":
-        n, k = rows.shape
-        inside = distance < delta
-        sources = np.concatenate([np.arange(n), np.repeat(np.arange(n), k)[inside.ravel()]])
-        targets = np.concatenate([np.arange(n), rows.ravel()[inside.ravel()]])
-        order = np.argsort(sources, kind="stable")
-        sources, targets = sources[order], targets[order]
-        out_start = np.searchsorted(sources, np.arange(n + 1))
-        in_order = np.argsort(targets, kind="stable")
-        in_start = np.searchsorted(targets[in_order], np.arange(n + 1))
-        return cls(sources, targets, out_start, in_order, in_start, np.zeros(n, dtype=bool))
+    def __post_init__(self) -> None:
+        if self.covered is None:
+            self.covered = np.zeros(len(self.start) - 1, dtype=bool)
+
+    def _ball(self, row: int) -> np.ndarray:
+        return self.targets[self.start[row] : self.start[row + 1]]
 
     def _cover(self, row: int, gain: np.ndarray) -> None:
-        """Mark the ball of ``row`` covered and withdraw those points from every ball's gain."""
-        reached = self.targets[self.out_start[row] : self.out_start[row + 1]]
+        """Mark the ball of ``row`` covered and withdraw those points from every ball's gain (the
+        balls that hold a point are the point's own ball: the graph is symmetric)."""
+        reached = self._ball(row)
         fresh = reached[~self.covered[reached]]
         if len(fresh) == 0:
             return
         self.covered[fresh] = True
-        lengths = self.in_start[fresh + 1] - self.in_start[fresh]
-        offsets = np.repeat(self.in_start[fresh] - np.cumsum(lengths) + lengths, lengths)
-        edges = self.in_order[offsets + np.arange(lengths.sum())]
-        gain -= np.bincount(self.sources[edges], minlength=len(gain))
+        lengths = self.start[fresh + 1] - self.start[fresh]
+        offsets = np.repeat(self.start[fresh] - np.cumsum(lengths) + lengths, lengths)
+        holders = self.targets[offsets + np.arange(lengths.sum())]
+        gain -= np.bincount(holders, minlength=len(gain))
 
     def greedy_cover(self, budget: int, labeled: np.ndarray, rng: np.random.Generator, progress: bool = False):
-        """Pick ``budget`` balls, each covering the most uncovered points; labeled balls come first.
+        """Pick ``budget`` balls, each covering the most uncovered points (ties → lowest row);
+        labeled balls are covered first.
 
         Once every point is covered the remaining picks are uniform among the unpicked (as the
         authors' code does). Returns (rows, gains).
         """
         n = len(self.covered)
-        gain = np.diff(self.out_start).astype(np.int64)
+        gain = np.diff(self.start).astype(np.int64)
         available = np.ones(n, dtype=bool)
         for row in labeled:
             self._cover(int(row), gain)

@@ -150,6 +150,17 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def parse_percentage(text: str, what: str) -> float:
+    """The number in a share of the pool such as ``"1%"``, in (0, 100]; ``what`` names the field."""
+    try:
+        percent = float(text.strip()[:-1])
+    except ValueError:
+        percent = math.nan
+    if not 0 < percent <= 100:
+        raise InputError(f"{what} percentage must be in (0, 100], like '1%' or '0.5%', got {text!r}")
+    return percent
+
+
 def require(condition: bool, name: str, value: Any, allowed: str) -> None:
     """Parameter validation with the sklearn-style message: name, value received, what is allowed."""
     if not condition:

@@ -20,7 +20,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .exact import BF16_UNIT, MARGIN, dot_error, exact_argmax, sampled_products
@@ -28,6 +27,8 @@ from .similarity import exact_matmul, rows_per_block
 
 # Screen blocks are smaller (4 MiB of bfloat16): they stay in cache while their candidates are read.
 SCREEN_BLOCK_ELEMENTS = 1 << 21
+# Screen values listed per row; a row whose candidates may go beyond them is searched whole.
+SCREEN_WIDTH = 4
 
 
 def row_norms(points: torch.Tensor) -> torch.Tensor:
@@ -177,7 +178,7 @@ def _settle(block, centers, values, where, best, error) -> torch.Tensor:
 
 
 class ScreenScorer:
-    """Exact nearest centers with a bfloat16 screen (docs: "Exact assignment", the screen).
+    """Exact nearest centers with a bfloat16 screen (docs/selection.md, "Exact assignment", the screen).
 
     1. *Screen*: one bfloat16 product ``o = bf16(f) · bf16(c_j − ν)^T`` in row chunks, with ``ν``
        the mean center. Subtracting ``ν`` shifts every row by the constant ``⟨f, ν⟩`` (argmax
@@ -231,18 +232,29 @@ class ScreenScorer:
         answer = _Answer(n, depth, b)
         pair_rows, pair_cols = [], []
         for out, block in _blocks(self.rounded, rows, step, self.scratch, padded=True):
-            screen = (block @ terms["rounded"].T)[: out.stop - out.start].float().numpy()
-            top = torch.from_numpy(screen.max(axis=1)).double()
+            screen = (block @ terms["rounded"].T)[: out.stop - out.start].float()
+            # The best few screen values of each row: the argmax candidates are among them unless
+            # the last one listed still passes the threshold (then the whole row is searched).
+            where, best = _top(screen, max(depth, SCREEN_WIDTH))
+            top = best[:, 0].double()
             # Invert h(o) = o + β|o| (increasing) at h(top) − β|top| − 2·A: the lowest o that may win.
             level = top - beta * top.abs() - 2 * screen_error[out]
             threshold = torch.where(level >= 0, level / (1 + beta), level / (1 - beta)).float()
-            threshold = torch.nextafter(threshold, torch.tensor(-math.inf)).numpy()
-            flat = np.flatnonzero(screen >= threshold[:, None])
-            pair_rows.append(torch.from_numpy(flat // b + out.start))
-            pair_cols.append(torch.from_numpy(flat % b))
+            threshold = torch.nextafter(threshold, torch.tensor(-math.inf))
+            passing = best >= threshold[:, None]
+            whole = passing[:, -1].nonzero().squeeze(1) if best.shape[1] < b else torch.empty(0, dtype=torch.int64)
+            passing[whole] = False
+            local, column = passing.nonzero(as_tuple=True)
+            rows_found, cols_found = [local], [where[local, column]]
+            if len(whole):
+                wide, wide_cols = (screen[whole] >= threshold[whole, None]).nonzero(as_tuple=True)
+                rows_found.append(whole[wide])
+                cols_found.append(wide_cols)
+            found_rows, order = torch.sort(torch.cat(rows_found), stable=True)
+            pair_rows.append(found_rows + out.start)
+            pair_cols.append(torch.cat(cols_found)[order])
             if depth:  # o + β|o| is increasing in o: the best screen values have the largest bounds
                 offset = (screen_error[out] + shift[out])[:, None]
-                where, best = _top(torch.from_numpy(screen), depth)
                 answer.candidates[out], answer.upper[out], answer.rest[out] = _listed(
                     where, best, depth, lambda top: top + beta * top.abs() + offset)
         points = self.points if rows is None else self.points[rows]
