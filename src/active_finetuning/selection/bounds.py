@@ -155,8 +155,8 @@ class BoundedAssignment:
         return value + 1e-12 * (1 + float(self.moved.max()))
 
     def _aged(self, rows: torch.Tensor):
-        """The rows' listed centers, their upper bounds now (the own center's, and any listed
-        twice, at ``-inf``), and the bound on every other center now."""
+        """The rows' listed centers, their upper bounds now (the own center's at ``-inf``), and
+        the bound on every other center now."""
         everything = len(rows) == self.index.shape[0]  # rows are sorted and distinct: all of them
         listed = self.candidates if everything else self.candidates[rows]
         upper = (self.upper if everything else self.upper[rows]) + self.moved[listed]
