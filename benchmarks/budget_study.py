@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_count_validation import DATA, ROOT, _score  # noqa: E402  (the evaluation layer's probe and kNN)
 
 METHODS = ("random", "kmeans", "kcenter", "typiclust", "probcover", "probcover-val", "activeft", "bilaf",
-           "bilaf-2pct", "bilaf-paper")
+           "bilaf-all-cores", "bilaf-2pct", "bilaf-paper")
 PROBCOVER_VALIDATED_DELTA = 0.8
 
 
@@ -87,22 +87,24 @@ def _check_reused(path: Path, method: str, budget: int, seed: int, pool) -> None
 def method_params(method: str, budget: int, seed: int, pool_size: int, selections: Path, cache: str):
     """(registered name, parameters, seconds already spent on reused cores, None if unknown) of a study method.
 
-    Defaults everywhere, except: ProbCover keeps its neighbour graph between runs on the same pool;
+    Defaults everywhere, except: ProbCover keeps its ball graph between runs on the same pool;
     BiLAF's ActiveFT cores are read from the cached ActiveFT selection of the same size and seed
     when there is one (the rows BiLAF would compute itself: same method, pool, count and seed), and
-    their time is added to BiLAF's. ``bilaf-paper`` is BiLAF with the paper's CIFAR10 K = 0.1% of
-    the pool (ALGORITHMS.md §3.8) instead of our default (K = B); ``bilaf-2pct`` is our earlier
-    default, K = min(B, ⌈2% of the pool⌉); ``probcover-val`` is ProbCover with the δ chosen on the
-    validation split instead of the purity heuristic.
+    their time is added to BiLAF's. ``bilaf`` is the default (the paper's 0.5% of the pool, at most
+    half the budget); ``bilaf-paper`` is BiLAF with the paper's CIFAR10 K = 0.1% of the pool;
+    ``bilaf-all-cores`` spends the whole budget on cores (K = B, the default until 2026-11-30);
+    ``bilaf-2pct`` the default before that, K = min(B, ⌈2% of the pool⌉); ``probcover-val`` is
+    ProbCover with the δ chosen on the validation split instead of the purity heuristic.
     """
-    from active_finetuning.selection.core_count import default_num_cores
+    from active_finetuning.selection.core_count import resolve_num_cores
 
     if method == "probcover":
         return "probcover", {"graph_cache": str(Path(cache) / "graphs")}, 0.0
     if method == "probcover-val":  # δ chosen on the validation split (probcover_delta_validation.py)
         return "probcover", {"graph_cache": str(Path(cache) / "graphs"), "delta": PROBCOVER_VALIDATED_DELTA}, 0.0
     if method.startswith("bilaf"):
-        cores = {"bilaf": default_num_cores(budget), "bilaf-2pct": min(budget, math.ceil(pool_size * 0.02)),
+        cores = {"bilaf": resolve_num_cores(None, pool_size, budget), "bilaf-all-cores": budget,
+                 "bilaf-2pct": min(budget, math.ceil(pool_size * 0.02)),
                  "bilaf-paper": max(1, int(pool_size * 0.001))}[method]
         params = {"num_cores": cores}
         cached = selections / f"{_key('activeft', cores, seed)}.parquet"

@@ -45,7 +45,7 @@ def main(argv=None) -> int:
                 info = selection.metadata["info"]
                 row = {"pool": seed, "budget": budget, "delta": delta, **_score(pool, selection, val),
                        "delta_used": info["delta"], "covered": info["covered_fraction"],
-                       "ball": info["mean_ball_size"], "at_limit": info["balls_at_graph_limit"]}
+                       "ball": info["mean_ball_size"], "edges": info["edges"]}
                 print(json.dumps(row), flush=True)
     return 0
 

@@ -82,3 +82,21 @@ def test_kmeans_and_kcenter_cover_every_cluster_of_a_clear_mixture():
     for method in ("kmeans", "kcenter", "activeft"):
         selection = select(features, 8 if method != "activeft" else 16, method, seed=0)
         assert len(np.unique(labels[selection.indices])) == 8, method
+
+
+def test_rows_of_tiny_or_huge_values_select_as_their_directions(method, mixture):
+    # Float32 norms underflow at 1e-40 (the row became NaN) and overflow at 1e20 (it became zero).
+    features, _ = mixture
+    scaled = features.copy()
+    scaled[5] *= np.float32(1e-30)
+    scaled[7] *= np.float32(1e20)
+    expected = select(features, 20, method, seed=2, **FAST.get(method, {}))
+    got = select(scaled, 20, method, seed=2, **FAST.get(method, {}))
+    assert got.indices.tolist() == expected.indices.tolist()
+
+
+def test_rows_without_a_direction_are_refused_with_their_id(method):
+    features = np.random.default_rng(0).standard_normal((60, 4)).astype(np.float32)
+    features[9] = 0.0
+    with pytest.raises(InputError, match="all-zero rows.*'9'"):
+        select(features, 5, method)
