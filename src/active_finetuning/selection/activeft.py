@@ -47,7 +47,7 @@ from .similarity import (
 
 @dataclass(frozen=True)
 class ActiveFTParams:
-    """ActiveFT parameters (ALGORITHMS.md §2.8 and §8); defaults follow the official CIFAR script."""
+    """ActiveFT parameters (docs/selection.md, "ActiveFT"); defaults follow the authors' CIFAR script."""
 
     iterations: int = 300
     temperature: float = 0.07
@@ -89,7 +89,7 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     if len(pool.labeled):
         init = _init_away_from_labeled(features, pool.labeled, budget, seed)
     else:
-        # §2.2: random.Random(seed).sample(range(N), B) reproduces C1's initialisation.
+        # random.Random(seed).sample(range(N), B), as the authors' script draws the initial centroids.
         init = random.Random(seed).sample(range(n), budget)
     fixed = torch.from_numpy(pool.labeled).long()
     theta = features[init].clone()
@@ -104,7 +104,7 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
 def _init_away_from_labeled(features: torch.Tensor, labeled: np.ndarray, budget: int, seed: int) -> list[int]:
     """Incremental selection: draw the new centroids by D² sampling from the labeled set onwards.
 
-    A uniform draw (§2.2) puts centroids inside regions the labeled samples already cover, and
+    A uniform draw puts centroids inside regions the labeled samples already cover, and
     the optimiser only moves them locally; k-means++-style sampling, seeded by the labeled samples,
     starts them where the labeled set is missing. Deterministic for a seed, O(N) memory.
     """
@@ -323,7 +323,7 @@ def _repulsion_gradient(logits: _Logits, per_center):
 
 
 def _paper_repulsion(centroids, tau, chunk):
-    """Σ_j log Σ_{l≠j} exp(⟨c_j, c_l⟩/τ) and its gradient (§2.3), both Gram factors live."""
+    """Σ_j log Σ_{l≠j} exp(⟨c_j, c_l⟩/τ) and its gradient (the paper's form), both Gram factors live."""
     b = centroids.shape[0]
     grad = torch.zeros_like(centroids)
     total = 0.0

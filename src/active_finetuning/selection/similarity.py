@@ -64,7 +64,7 @@ def snap_to_unique_samples(
     topk: int = 64,
     excluded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Map each center, in order, to its most similar pool row not already taken (§2.6).
+    """Map each center, in order, to its most similar pool row not already taken (the authors' greedy snapping).
 
     Equivalent to C1's full descending sort per centroid (ties → lowest row), but each centroid
     looks only at its ``topk`` most similar rows, found in one blocked pass over the pool. Its
