@@ -6,6 +6,7 @@ import pytest
 from active_finetuning.artifacts import FeatureTable, write_selection
 from active_finetuning.errors import InputError
 from active_finetuning.selection import list_selectors, resolve_budget, select
+from tests.conftest import gaussian_mixture
 
 FAST = {"activeft": {"iterations": 30}, "bilaf": {"core_params": "iterations=30"}}
 
@@ -100,3 +101,21 @@ def test_rows_without_a_direction_are_refused_with_their_id(method):
     features[9] = 0.0
     with pytest.raises(InputError, match="all-zero rows.*'9'"):
         select(features, 5, method)
+
+
+def test_a_users_medium_matmul_precision_changes_nothing_and_is_restored(method):
+    # "medium" lets oneDNN compute float32 products in bfloat16 where the CPU has it: on this pool
+    # that moves the picks of kcenter, kmeans, typiclust and probcover unless selection forces
+    # full precision (on CPUs without bfloat16 the setting changes nothing either way).
+    import torch
+
+    features, _ = gaussian_mixture(2000, 64, 6)
+    expected = select(features, 20, method, seed=4, **FAST.get(method, {}))
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = select(features, 20, method, seed=4, **FAST.get(method, {}))
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert got.indices.tolist() == expected.indices.tolist()

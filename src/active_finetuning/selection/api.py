@@ -13,6 +13,7 @@ from .. import __version__
 from ..artifacts import FeatureTable, Selection, read_features
 from ..errors import InputError
 from .registry import Picks, get_selector, parse_percentage
+from .similarity import exact_matmul
 
 
 @dataclass
@@ -129,7 +130,8 @@ def select(
         )
     pool = Pool(unit_rows(table.features), labeled_rows, table.sample_ids)
     started = time.perf_counter()
-    picks = spec.fn(pool, count, param_record, seed=int(seed), progress=progress)
+    with exact_matmul():  # a user's "medium" float32 matmul precision would compute in bfloat16
+        picks = spec.fn(pool, count, param_record, seed=int(seed), progress=progress)
     elapsed = time.perf_counter() - started
     _check_picks(picks, count, pool, method)
     metadata = {
