@@ -274,3 +274,44 @@ def test_sampled_products_do_not_depend_on_the_other_pairs_asked(threads):
     finally:
         torch.set_num_threads(previous)
     assert torch.equal(everything[rows], first) and torch.equal(everything[rows], gathered)
+
+
+def _nearest_float32(value) -> float:
+    """Independent correct rounding of an exact Fraction to float32 (ties to even)."""
+    from fractions import Fraction
+
+    guess = np.float32(float(value))
+    options = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    distance = [abs(Fraction(float(o)) - value) for o in options]
+    best = min(distance)
+    ties = [o for o, d in zip(options, distance) if d == best]
+    return float(ties[0] if len(ties) == 1 else next(o for o in ties if int(o.view(np.int32)) % 2 == 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
+    from fractions import Fraction
+
+    from active_finetuning.selection.exact import rounded_products
+
+    generator = torch.Generator().manual_seed(6)
+    left = torch.randn(64, 1280, generator=generator)  # a shape whose float32 GEMM changes with threads here
+    right = torch.randn(64, 1280, generator=generator) * torch.logspace(-30, 0, 1280)  # tiny terms too
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = rounded_products(left, right)
+    finally:
+        torch.set_num_threads(previous)
+    a, b = left.double().numpy(), right.double().numpy()
+    for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
+        exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a[i], b[j]))
+        assert float(got[i, j]) == _nearest_float32(exact)
+
+
+@pytest.mark.parametrize("tail, expected", [(2.0**-80, 1 + 2.0**-23), (-(2.0**-80), 1.0), (0.0, 1.0)])
+def test_exact_sums_round_once_at_a_float32_midpoint(tail, expected):
+    # 1 + 2⁻²⁴ is halfway between two float32 values; a tail below float64's resolution decides.
+    from active_finetuning.selection.exact import _correctly_rounded_float32
+
+    assert _correctly_rounded_float32(np.array([1.0 + 2.0**-24, tail])) == expected

@@ -2,7 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from active_finetuning.selection.similarity import exact_matmul, nearest_by_similarity, snap_to_unique_samples
+from active_finetuning.selection.exact import exact_matmul
+from active_finetuning.selection.similarity import (
+    nearest_by_similarity,
+    snap_to_unique_samples,
+)
 from tests.conftest import gaussian_mixture
 
 
@@ -12,9 +16,11 @@ def unit(x):
 
 
 def full_sort_snap(centers, pool, excluded=()):
+    """C1's greedy snapping with a full descending sort per center, on float64 similarities (they
+    order every pair that is not an exact tie here), ties to the lowest row."""
     taken = set(int(i) for i in excluded)
     picks = []
-    for row in centers @ pool.T:
+    for row in centers.double() @ pool.double().T:
         for index in torch.argsort(row, descending=True, stable=True).tolist():
             if index not in taken:
                 taken.add(index)
@@ -51,3 +57,20 @@ def test_exact_matmul_forces_full_float32_and_restores_the_user_setting():
         torch.set_float32_matmul_precision(previous)
     assert (product.double() - expected).abs().max() < 1e-4  # float32, not bfloat16 (~1e-1 here)
     assert torch.equal(index, expected.argmax(dim=1))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_snapping_settles_float32_near_ties_exactly(threads):
+    # Pool rows that differ from each other by less than float32 can resolve: the pick is the row
+    # whose exact similarity is largest, whatever the GEMM's rounding with this thread count.
+    generator = torch.Generator().manual_seed(3)
+    base = unit(torch.randn(40, 256, generator=generator))
+    pool = torch.cat([base + 1e-7 * torch.randn(40, 256, generator=generator) for _ in range(4)])
+    centers = unit(base[:30] + 0.05 * torch.randn(30, 256, generator=generator))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        picks = snap_to_unique_samples(centers, pool, topk=8)
+    finally:
+        torch.set_num_threads(previous)
+    assert picks.tolist() == full_sort_snap(centers, pool)

@@ -34,6 +34,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
+from .exact import rounded_products, sparse_rows
 from .registry import Picks, register_selector, require
 from .screen import fastest_scorer, make_scorer
 from .similarity import (
@@ -41,7 +42,6 @@ from .similarity import (
     nearest_by_similarity,
     rows_per_block,
     snap_to_unique_samples,
-    sparse_rows,
 )
 
 
@@ -281,10 +281,13 @@ def _column_chunks(b: int, chunk: int | None):
 
 class _Logits:
     """The scaled Gram matrix ``⟨c_j, c_l⟩/τ`` in row chunks (chunk × B); computed once and kept
-    for both of its uses when it fits in one block, else computed again for each."""
+    for both of its uses when it fits in one block, else computed again for each. Its products
+    are correctly rounded (``exact.rounded_products``): a float32 GEMM's last bits change with the
+    thread count on some BLAS builds, and through Adam they would change the picks."""
 
     def __init__(self, centroids, tau, chunk):
         self.centroids, self.tau, self.chunk = centroids, tau, chunk
+        self.wide = centroids.double()  # float64 copy for the correctly rounded products (B × d)
         b = centroids.shape[0]
         self.kept = [] if b * b <= BLOCK_ELEMENTS else None
 
@@ -293,7 +296,7 @@ class _Logits:
             yield from self.kept
             return
         for rows in _column_chunks(self.centroids.shape[0], self.chunk):
-            logits = self.centroids[rows] @ self.centroids.T / self.tau
+            logits = rounded_products(self.centroids[rows], self.centroids, self.wide[rows], self.wide) / self.tau
             if self.kept is not None:
                 self.kept.append((rows, logits))
             yield rows, logits
@@ -318,7 +321,8 @@ def _repulsion_gradient(logits: _Logits, per_center):
     grad = torch.zeros_like(centroids)
     for rows, block in logits:
         weights = torch.softmax(block, dim=1)  # (chunk, B)
-        grad[rows] = (weights @ centroids) * (per_center[rows, None] / logits.tau)
+        pulled = rounded_products(weights, centroids.T, wide_right=logits.wide.T)
+        grad[rows] = pulled * (per_center[rows, None] / logits.tau)
     return grad
 
 
@@ -328,10 +332,10 @@ def _paper_repulsion(centroids, tau, chunk):
     grad = torch.zeros_like(centroids)
     total = 0.0
     for rows in _column_chunks(b, chunk):
-        logits = centroids[rows] @ centroids.T / tau
+        logits = rounded_products(centroids[rows], centroids) / tau
         logits[torch.arange(logits.shape[0]), torch.arange(rows.start, rows.stop)] = float("-inf")
         total += float(torch.logsumexp(logits, dim=1).sum())
         weights = torch.softmax(logits, dim=1)  # Q_jl for j in rows
-        grad[rows] += weights @ centroids / tau
-        grad += weights.T @ centroids[rows] / tau
+        grad[rows] += rounded_products(weights, centroids.T) / tau
+        grad += rounded_products(weights.T, centroids[rows].T) / tau
     return grad, total

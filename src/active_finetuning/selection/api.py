@@ -12,8 +12,8 @@ import torch
 from .. import __version__
 from ..artifacts import FeatureTable, Selection, read_features
 from ..errors import InputError
+from .exact import exact_matmul
 from .registry import Picks, get_selector, parse_percentage
-from .similarity import exact_matmul
 
 
 @dataclass

@@ -14,12 +14,12 @@ without fused multiply-adds.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 
 import numpy as np
 import torch
-
-from .similarity import exact_matmul, sparse_rows
 
 # Unit roundoff of bfloat16 (8 significant bits), float32 (24 bits) and float64 (53 bits).
 BF16_UNIT = 2.0**-8
@@ -27,6 +27,31 @@ FP32_UNIT = 2.0**-24
 FP64_UNIT = 2.0**-53
 # Relative margin on bounds computed in float64 (covers the rounding of the bounds themselves).
 MARGIN = 1e-9
+
+
+@contextlib.contextmanager
+def exact_matmul():
+    """Full-precision float32 GEMMs inside the block, whatever the user set with
+    ``torch.set_float32_matmul_precision`` ("medium" lets oneDNN compute float32 products in
+    bfloat16, which would change the assignment and void every error bound); the setting is
+    restored afterwards."""
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def sparse_rows(crow, cols, values, size) -> torch.Tensor:
+    """A CSR matrix (torch warns once that CSR support is in beta; the operations used here,
+    CSR @ dense and the sampled product, are stable on CPU)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, cols, values, size=size, check_invariants=False)
 
 
 def dot_error(dim: int, dtype: torch.dtype) -> float:
@@ -117,3 +142,61 @@ def _split(values: np.ndarray):
     scaled = values * (2.0**27 + 1)
     high = scaled - (scaled - values)
     return high, values - high
+
+
+def rounded_products(left: torch.Tensor, right: torch.Tensor, wide_left: torch.Tensor | None = None,
+                     wide_right: torch.Tensor | None = None) -> torch.Tensor:
+    """``left @ right.T`` whose every element is the correctly rounded float32 value of the exact dot
+    product, for float32 inputs: the same bits with any BLAS kernel, block shape or thread count
+    (a float32 GEMM's rounding depends on them; on AVX2 builds of MKL it changes with the number of
+    threads). Computed as a float64 GEMM, whose error bound decides the rounding of nearly every
+    element; the few within that bound of a float32 rounding boundary are summed exactly. Float64
+    inputs get the float64 GEMM as it is (not the same bits with every BLAS and thread count).
+    ``wide_left``/``wide_right``: the inputs already converted to float64, if the caller has them."""
+    if left.dtype != torch.float32 or right.dtype != torch.float32:
+        with exact_matmul():
+            return left @ right.T
+    wide_left = left.double() if wide_left is None else wide_left
+    wide_right = right.double() if wide_right is None else wide_right
+    with exact_matmul():
+        wide = wide_left @ wide_right.T
+    bound = dot_error(left.shape[1], torch.float64) * (1 + MARGIN) * torch.outer(
+        torch.linalg.vector_norm(wide_left, dim=1), torch.linalg.vector_norm(wide_right, dim=1))
+    out = wide.float()
+    unsure = ((wide - bound).float() != out) | ((wide + bound).float() != out)
+    rows, cols = unsure.nonzero(as_tuple=True)
+    for first in range(0, len(rows), 1024):
+        part = slice(first, first + 1024)
+        terms = (wide_left[rows[part]] * wide_right[cols[part]]).numpy()  # exact products
+        out[rows[part], cols[part]] = torch.from_numpy(_rounded_sums(terms))
+    return out
+
+
+def _rounded_sums(terms: np.ndarray) -> np.ndarray:
+    """The float32 nearest to the exact sum of each row of ``terms``: summed in extended precision
+    (``numpy.longdouble``, 64-bit significands on x86) with its error bound, and exactly for the
+    rows that bound still leaves undecided."""
+    extended = terms.astype(np.longdouble)
+    total = extended.sum(axis=1)
+    unit = np.finfo(np.longdouble).eps / 2
+    k = terms.shape[1]
+    bound = k * unit / (1 - k * unit) * np.abs(extended).sum(axis=1) * (1 + MARGIN)
+    out = total.astype(np.float32)
+    undecided = ((total - bound).astype(np.float32) != out) | ((total + bound).astype(np.float32) != out)
+    for row in np.flatnonzero(undecided):
+        out[row] = _correctly_rounded_float32(terms[row])
+    return out
+
+
+def _correctly_rounded_float32(terms: np.ndarray) -> float:
+    """The float32 nearest to the exact sum of ``terms`` (float64 values), ties to even."""
+    listed = terms.tolist()
+    nearest = math.fsum(listed)  # the float64 nearest to the exact sum
+    single = np.float32(nearest)
+    below, above = (np.nextafter(single, np.float32(-np.inf)), np.nextafter(single, np.float32(np.inf)))
+    for neighbour in (below, above):  # rounding twice errs only when ``nearest`` is a float32 midpoint
+        if float(neighbour) + float(single) == 2 * nearest and np.isfinite(neighbour):
+            side = math.fsum(listed + [-nearest])  # the sign of exact − nearest
+            if side != 0:
+                return float(max(single, neighbour) if side > 0 else min(single, neighbour))
+    return float(single)

@@ -23,14 +23,14 @@ from .. import storage
 from ..errors import InputError
 from ..progress import progress_bar
 from .clustering import cluster_pool, kmeans
-from .exact import dot_error
+from .exact import dot_error, exact_matmul
 from .neighbours import (
     euclidean_from_similarity,
     nearest_neighbours,
     nearest_other_group,
 )
 from .registry import Picks, register_selector, require
-from .similarity import exact_matmul, rows_per_block
+from .similarity import rows_per_block
 
 # ----------------------------------------------------------------------------------------------
 # TypiClust

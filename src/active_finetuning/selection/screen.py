@@ -22,8 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .exact import BF16_UNIT, MARGIN, dot_error, exact_argmax, sampled_products
-from .similarity import exact_matmul, rows_per_block
+from .exact import (
+    BF16_UNIT,
+    MARGIN,
+    dot_error,
+    exact_argmax,
+    exact_matmul,
+    sampled_products,
+)
+from .similarity import rows_per_block
 
 # Screen blocks are smaller (4 MiB of bfloat16): they stay in cache while their candidates are read.
 SCREEN_BLOCK_ELEMENTS = 1 << 21

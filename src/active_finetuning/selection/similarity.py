@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import numpy as np
 import torch
+
+from .exact import MARGIN, dot_error, exact_best, exact_matmul
 
 # Elements of a float32 block computed at once (64 MiB): bounds every temporary here.
 BLOCK_ELEMENTS = 1 << 24
@@ -15,23 +14,6 @@ BLOCK_ELEMENTS = 1 << 24
 GEMM_MIN_ROWS = 64
 # Centers per snapping block: the pool is read once per this many centers.
 SNAP_CENTER_ROWS = 8192
-
-
-@contextlib.contextmanager
-def exact_matmul():
-    """Full-precision float32 GEMMs inside the block, whatever the user set with
-    ``torch.set_float32_matmul_precision`` ("medium" lets oneDNN compute float32 products in
-    bfloat16, which would change the assignment and void every error bound); the setting is
-    restored afterwards."""
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
 
 
 def rows_per_block(columns: int, block_elements: int = BLOCK_ELEMENTS) -> int:
@@ -64,27 +46,34 @@ def snap_to_unique_samples(
     topk: int = 64,
     excluded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Map each center, in order, to its most similar pool row not already taken (the authors' greedy snapping).
+    """Map each center, in order, to its most similar pool row not already taken (the authors'
+    greedy snapping: a full descending sort per center, ties to the lowest row).
 
-    Equivalent to C1's full descending sort per centroid (ties → lowest row), but each centroid
-    looks only at its ``topk`` most similar rows, found in one blocked pass over the pool. Its
-    full row is computed again only when the candidates cannot decide: all taken, or the first
-    free one tied with the last listed (centroid j can be blocked by at most j earlier picks).
-    ``excluded`` rows are never taken.
+    Similarity is the exact one, as in the assignment (docs/selection.md, "Exact assignment"): the
+    free rows whose float32 similarity is within its rounding bound of the best free one are
+    compared exactly. Each center looks only at its ``topk`` most similar rows, found in one blocked
+    pass over the pool; its full row is computed again only when they cannot decide (all taken, or
+    the window of near-ties reaching the last listed: center j can be blocked by at most j earlier
+    picks). ``excluded`` rows are never taken.
     """
     n = pool.shape[0]
     taken = np.zeros(n, dtype=bool)
     if excluded is not None and len(excluded):
         taken[excluded] = True
     values, candidates = _top_candidates(centers, pool, min(topk, n))
+    pool_max = float(torch.linalg.vector_norm(pool.double(), dim=1).max()) if n else 0.0
+    center_norms = torch.linalg.vector_norm(centers.double(), dim=1).numpy()
+    unit = dot_error(pool.shape[1], pool.dtype) * pool_max * (1 + MARGIN)
     picks = np.empty(centers.shape[0], dtype=np.int64)
     for j, (value, row) in enumerate(zip(values, candidates)):
+        window = 2 * unit * center_norms[j]  # two computed similarities may differ by this much
         free = np.flatnonzero(~taken[row])
-        if len(free) and (value[free[0]] > value[-1] or len(row) == n):
-            choice = int(row[free[0]])
-        else:
-            order = torch.argsort(_similarity_row(centers, j, pool), descending=True, stable=True).numpy()
-            choice = int(order[np.flatnonzero(~taken[order])[0]])
+        if not (len(free) and (value[free[0]] - window > value[-1] or len(row) == n)):
+            row = np.arange(n)[~taken]  # the candidates cannot decide: the whole row
+            value = _similarity_row(centers, j, pool).numpy()[row]
+            free = np.argsort(-value, kind="stable")
+        near = row[free[value[free] >= value[free[0]] - window]].tolist()
+        choice = int(near[0]) if len(near) == 1 else exact_best(centers[j], pool, near)
         taken[choice] = True
         picks[j] = choice
     return picks
@@ -121,21 +110,8 @@ def _top_candidates(centers: torch.Tensor, pool: torch.Tensor, k: int):
 
 
 def _similarity_row(centers: torch.Tensor, j: int, pool: torch.Tensor) -> torch.Tensor:
-    """Center ``j``'s similarity to every pool row, computed by the same GEMM kernel as the
-    candidate blocks (at least ``GEMM_MIN_ROWS`` center rows)."""
-    first = max(0, min(j, centers.shape[0] - GEMM_MIN_ROWS))
-    _, pool_rows = _snap_blocks(centers.shape[0], pool.shape[0])
-    slab = centers[first : first + GEMM_MIN_ROWS]
-    return torch.cat([(slab @ pool[start : start + pool_rows].T)[j - first]
-                      for start in range(0, pool.shape[0], pool_rows)])
-
-
-def sparse_rows(crow, cols, values, size) -> torch.Tensor:
-    """A CSR matrix (torch warns once that CSR support is in beta; the operations used here,
-    CSR @ dense and the sampled product, are stable on CPU)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, cols, values, size=size, check_invariants=False)
+    """Center ``j``'s float32 (or float64) similarity to every pool row."""
+    return pool @ centers[j]
 
 
 def aligned_blocks(n: int, rows: int):
