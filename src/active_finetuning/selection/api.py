@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .. import __version__
-from ..artifacts import FeatureTable, Selection, read_features
+from ..data.artifacts import FeatureTable, Selection, read_features, read_selection
+from ..data.cache import ArrayCache
 from ..errors import InputError
+from ..seeding import check_seed
+from .budget import resolve_budget
 from .exact import exact_matmul
-from .registry import Picks, get_selector, parse_percentage
+from .registry import Picks, get_selector
 
 
 @dataclass
 class Pool:
-    """What a selector sees: unit-norm float32 features and the rows that are already labeled."""
+    """What a selector sees: unit-norm float32 features, the rows that are already labeled, and
+    what its parameters name, opened by :func:`select` (selectors do no I/O)."""
 
     features: torch.Tensor  # (N, d) float32, every row L2-normalised
     labeled: np.ndarray  # (L,) int64 rows already annotated (empty when none)
-    sample_ids: np.ndarray | None = None  # (N,) str, for selectors that read other artifacts
+    sample_ids: np.ndarray | None = None  # (N,) str
+    inputs: dict[str, Selection] = field(default_factory=dict)  # selection artifacts a parameter names, on the pool
+    cache: ArrayCache | None = None  # the cache directory a parameter names
 
     @property
     def size(self) -> int:
@@ -62,32 +68,6 @@ def unit_rows(features: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def resolve_budget(budget: int | str | float, pool_size: int) -> int:
-    """An absolute budget from ``500`` or ``"1%"`` (``int(N · pct · 0.01)``, as the authors' scripts round)."""
-    if isinstance(budget, str):
-        text = budget.strip()
-        if text.endswith("%"):
-            count = int(pool_size * parse_percentage(text, "budget") * 0.01)
-            if count < 1:
-                raise InputError(
-                    f"budget {budget!r} of a pool of {pool_size} rounds down to 0 samples; "
-                    "raise the percentage or give an absolute count"
-                )
-            return count
-        try:
-            budget = int(text)
-        except ValueError:
-            raise InputError(f"budget {budget!r} is not an integer or a percentage like '1%'") from None
-    if isinstance(budget, bool) or not float(budget).is_integer():
-        raise InputError(f"budget must be a whole number of samples or a percentage string, got {budget!r}")
-    budget = int(budget)
-    if budget <= 0:
-        raise InputError(f"budget must be at least 1, got {budget}")
-    if budget > pool_size:
-        raise InputError(f"budget {budget} exceeds the pool size {pool_size}; lower the budget")
-    return budget
-
-
 def as_feature_table(features) -> FeatureTable:
     if isinstance(features, FeatureTable):
         return features
@@ -118,8 +98,7 @@ def select(
         **params: the method's parameters (see its parameter record).
     """
     spec = get_selector(method)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     param_record = spec.make_params(**params)
     table = as_feature_table(features)
     count = resolve_budget(budget, len(table))
@@ -129,6 +108,11 @@ def select(
             f"budget {count} exceeds the {len(table) - len(labeled_rows)} unlabeled samples of the pool"
         )
     pool = Pool(unit_rows(table.features), labeled_rows, table.sample_ids)
+    for name, (kind, uri) in param_record.resolved().items():
+        if kind == "selection":
+            pool.inputs[name] = read_selection(uri, table)
+        else:
+            pool.cache = ArrayCache(uri)
     started = time.perf_counter()
     with exact_matmul():  # a user's "medium" float32 matmul precision would compute in bfloat16
         picks = spec.fn(pool, count, param_record, seed=int(seed), progress=progress)
@@ -164,7 +148,7 @@ def select(
 def _labeled_rows(table: FeatureTable, labeled) -> np.ndarray:
     if labeled is None:
         return np.zeros(0, dtype=np.int64)
-    from ..artifacts import rows_of
+    from ..data.artifacts import rows_of
 
     ids = [str(s) for s in labeled]
     if len(set(ids)) != len(ids):

@@ -1,4 +1,4 @@
-"""Baselines from the papers' tables (ALGORITHMS.md §4): Random, K-Means, K-Center (FDS/CoreSet)."""
+"""Baselines from the papers' tables (docs/methods.md §4): Random, K-Means, K-Center (FDS/CoreSet)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..params import Interval, Params, parameter
 from ..progress import progress_bar
+from ..seeding import numpy_generator
 from .clustering import kmeans
-from .registry import Picks, register_selector, require
+from .registry import Picks, register_selector
 from .similarity import snap_to_unique_samples
 
 
@@ -20,7 +22,7 @@ def _unlabeled(pool) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class RandomParams:
+class RandomParams(Params):
     """Uniform random sampling has no parameters besides the seed."""
 
 
@@ -28,18 +30,14 @@ class RandomParams:
 def select_random(pool, budget: int, params: RandomParams, *, seed: int, progress: bool = False) -> Picks:
     """Random: a uniform sample without replacement."""
     candidates = _unlabeled(pool)
-    return Picks(indices=candidates[np.random.default_rng(seed).choice(len(candidates), budget, replace=False)])
+    return Picks(indices=candidates[numpy_generator(seed).choice(len(candidates), budget, replace=False)])
 
 
 @dataclass(frozen=True)
-class KMeansParams:
-    max_iter: int = 50
-    tol: float = 1e-4
-    init: Literal["k-means++", "random"] = "k-means++"
-
-    def __post_init__(self) -> None:
-        require(self.max_iter >= 0, "max_iter", self.max_iter, "a non-negative integer")
-        require(self.tol >= 0, "tol", self.tol, "a non-negative number")
+class KMeansParams(Params):
+    max_iter: int = parameter(50, Interval(int, 0), "Lloyd iterations at most")
+    tol: float = parameter(1e-4, Interval(float, 0), "stop when the centers move less (relative)")
+    init: Literal["k-means++", "random"] = parameter("k-means++", help="initial centers")
 
 
 @register_selector("kmeans", KMeansParams)
@@ -55,7 +53,7 @@ def select_kmeans(pool, budget: int, params: KMeansParams, *, seed: int, progres
 
 
 @dataclass(frozen=True)
-class KCenterParams:
+class KCenterParams(Params):
     """Greedy farthest-point sampling; the first point is drawn with the seed."""
 
 
@@ -71,7 +69,7 @@ def select_kcenter(pool, budget: int, params: KCenterParams, *, seed: int, progr
         best[torch.from_numpy(pool.labeled)] = float("inf")
     picks = []
     if len(pool.labeled) == 0:
-        first = int(np.random.default_rng(seed).integers(features.shape[0]))
+        first = int(numpy_generator(seed).integers(features.shape[0]))
     else:
         first = int(torch.argmin(best))
     picks.append(first)

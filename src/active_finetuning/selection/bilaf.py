@@ -1,6 +1,6 @@
 """BiLAF (Lu, Xie, Yang, Yan, NeurIPS 2024): core samples, then the boundaries of their pseudo-classes.
 
-ALGORITHMS.md §3. Stages: core selection with any registered selector (§3.1 step 1), pseudo-class
+docs/methods.md §3. Stages: core selection with any registered selector (§3.1 step 1), pseudo-class
 assignment to the nearest core (chunked, never an N×K matrix), IDC denoising per cluster (§3.3/3.4),
 budget split (§3.5), iterative boundary selection with the ⌊n/a⌋ removal and the opponent penalty δ
 (§3.6). Per-cluster work is vectorised and bounded by the cluster's size: distance blocks are
@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from ..artifacts import read_selection
 from ..errors import InputError
+from ..params import Interval, Params, parameter
 from ..progress import progress_bar
 from .core_count import parse_num_cores, requested_count, resolve_num_cores
 from .registry import Picks, get_selector, list_selectors, register_selector, require
@@ -61,37 +61,34 @@ CACHE_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
-class BilafParams:
+class BilafParams(Params):
     """BiLAF parameters; defaults follow the paper and the authors' CIFAR script. ``num_cores`` is a
     count or a share of the pool (``"0.1%"``); None is the paper's rule for a pool of unknown kind,
     0.5% of the pool, at most half the budget (``core_count``).
 
     ``cores`` is the URI of an existing selection artifact used as the core set (its ``core`` rows
     if it has any, else all its rows), so that the cores are computed once and reused for every
-    budget. ``core_params`` passes parameters to the core selector as ``key=value`` pairs separated
-    by commas, e.g. ``"iterations=100,pool_batch=100000"``.
+    budget. ``core_params`` is a mapping of the core selector's parameters, e.g.
+    ``{"iterations": 100, "pool_batch": 100000}`` (on the CLI: JSON or ``iterations=100,pool_batch=100000``).
     """
 
-    num_cores: int | str | None = None
-    core_selector: str = "activeft"
-    cores: str | None = None
-    core_params: str | None = None
-    density_k: int = 10
-    ring_fraction: float = 0.1
-    removal_ratio: float = 0.1
-    opponent_penalty: float = 1.1
-    min_cluster_for_denoise: int = 10
-    reference_compat: bool = False
+    num_cores: int | str | None = parameter(
+        None, help="cores K: a count or a share of the pool ('0.1%'); None: 0.5% of the pool, at most B/2")
+    core_selector: str = parameter("activeft", help="the registered method that picks the cores")
+    cores: str | None = parameter(None, help="a selection artifact whose core rows are the cores (reuse)",
+                                  resolves="selection")
+    core_params: dict | None = parameter(None, help="the core selector's parameters (a mapping)")
+    density_k: int = parameter(10, Interval(int, 1), "neighbours of the density used to denoise")
+    ring_fraction: float = parameter(0.1, Interval(float, 0, 1, closed="neither"),
+                                     "share of a cluster's outer ring removed by denoising per step")
+    removal_ratio: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "share of a cluster denoised away")
+    opponent_penalty: float = parameter(1.1, Interval(float, 1), "penalty of repeated opponent classes (1: none)")
+    min_cluster_for_denoise: int = parameter(10, Interval(int, 0), "clusters smaller than this are not denoised")
+    reference_compat: bool = parameter(False, help="reproduce the official code's quirks (docs/selection.md)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "num_cores", parse_num_cores(self.num_cores))
-        require(self.density_k >= 1, "density_k", self.density_k, "a positive integer")
-        require(0 < self.ring_fraction < 1, "ring_fraction", self.ring_fraction, "a fraction in (0, 1)")
-        require(0 <= self.removal_ratio < 1, "removal_ratio", self.removal_ratio, "a fraction in [0, 1)")
-        require(self.opponent_penalty >= 1, "opponent_penalty", self.opponent_penalty,
-                "a number ≥ 1 (1 disables the penalty)")
-        require(self.min_cluster_for_denoise >= 0, "min_cluster_for_denoise", self.min_cluster_for_denoise,
-                "a non-negative integer")
         registered = [name for name in list_selectors() if name != "bilaf"]
         require(self.core_selector in registered, "core_selector", self.core_selector,
                 f"a registered method other than 'bilaf' ({', '.join(registered)})")
@@ -99,16 +96,8 @@ class BilafParams:
 
     def core_selector_params(self):
         """The core selector's parameter record built from ``core_params``."""
-        values = {}
-        for item in (self.core_params or "").split(","):
-            if not item.strip():
-                continue
-            key, sep, value = item.partition("=")
-            require(bool(sep) and bool(key.strip()), "core_params", self.core_params,
-                    "comma-separated key=value pairs, e.g. 'iterations=100,pool_batch=100000'")
-            values[key.strip()] = value.strip()
         try:
-            return get_selector(self.core_selector).make_params(**values)
+            return get_selector(self.core_selector).make_params(**(self.core_params or {}))
         except InputError as err:
             raise InputError(f"parameter 'core_params' ({self.core_params!r}): {err}") from None
 
@@ -140,7 +129,9 @@ def core_rows(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
     """Core pool rows in ascending order (§3.1: pseudo-class m is the m-th core) and info."""
     labeled = set(pool.labeled.tolist())
     if params.cores is not None:
-        rows = _rows_from_artifact(pool, params.cores)
+        given = pool.inputs["cores"]  # the artifact, placed on the pool by select()
+        chosen = given.role == "core"
+        rows = np.asarray(given.indices[chosen] if chosen.any() else given.indices, dtype=np.int64)
         if params.num_cores is not None and requested_count(params.num_cores, pool.size) != len(rows):
             raise InputError(f"parameter 'num_cores' is {params.num_cores} but the cores artifact "
                              f"{params.cores!r} holds {len(rows)} cores; omit num_cores or make them agree")
@@ -162,20 +153,6 @@ def core_rows(pool, budget: int, params: BilafParams, *, seed: int, progress: bo
         raise RuntimeError("the core selector returned duplicate rows")
     rows = np.sort(rows)
     return rows, {**info, "num_cores": int(len(rows))}
-
-
-def _rows_from_artifact(pool, uri: str) -> np.ndarray:
-    selection = read_selection(uri)
-    chosen = selection.role == "core"
-    ids = selection.sample_ids[chosen] if chosen.any() else selection.sample_ids
-    if pool.sample_ids is None:
-        raise InputError("a cores artifact needs a pool with sample ids")
-    position = {sid: row for row, sid in enumerate(pool.sample_ids.tolist())}
-    missing = [sid for sid in ids if sid not in position]
-    if missing:
-        raise InputError(f"the cores artifact {uri!r} names {len(missing)} samples that are not in the "
-                         f"features pool (first: {missing[0]!r}); use cores selected from these features")
-    return np.asarray([position[sid] for sid in ids], dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..progress import progress_bar
+from ..seeding import numpy_generator
 from .similarity import rows_per_block
 
 
@@ -83,7 +84,7 @@ def kmeans(
 ) -> KMeansResult:
     """Lloyd's k-means. A cluster left empty is relocated, as scikit-learn does, to the point
     farthest from its own center (which leaves its old cluster). Deterministic for a seed."""
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     n = points.shape[0]
     if init == "k-means++":
         centers = kmeans_plusplus(points, k, rng, progress)
@@ -147,7 +148,7 @@ def minibatch_kmeans(
     TypiClust authors use (batch 5,000, 100 epochs). Deterministic for a seed. Centers that never
     win a sample keep their seed position.
     """
-    rng = np.random.default_rng(seed)
+    rng = numpy_generator(seed)
     n = points.shape[0]
     batch_size = min(batch_size, n)
     init_size = min(n, init_size or max(3 * k, 3 * batch_size))

@@ -6,7 +6,7 @@ for CIFAR100 and ImageNet. For a pool of unknown kind the default is the paper's
 of a budget on cores; K = B would leave no boundary samples and BiLAF would be its core selector).
 ``num_cores`` takes a count (``250``) or a share of the pool (``"0.1%"``, the paper's CIFAR10 setting).
 
-Our own validation (``benchmarks/core_count_validation.py``, ``benchmarks/RESULTS.md``) found that on
+Our own validation (``experiments/core_count_validation.py``, ``benchmarks/RESULTS.md``) found that on
 frozen supervised EfficientNet-Lite0 features of CIFAR-10, scored by a linear probe, spending the
 whole budget on ActiveFT cores (K = B) was never beaten by boundary samples; that is evidence for
 those features and that consumer, not for the papers' DINO features with full finetuning, so it is a
@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 
 from ..errors import InputError
-from .registry import parse_percentage
+from .budget import parse_percentage
 
 # The paper's K for CIFAR100 and ImageNet, our rule for a pool of unknown kind.
 PAPER_CORE_SHARE = "0.5%"

@@ -1,0 +1,32 @@
+"""``active-finetuning import-labels``: an annotation export turned into the labels artifact."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("annotations", help="Label Studio export (JSON-min or JSON) or CSV with sample_id,label")
+    parser.add_argument("--manifest", required=True, help="manifest of the pool (its 'classes' map names to indices)")
+    parser.add_argument("--selection", help="selection artifact: labels must belong to it (recommended)")
+    parser.add_argument("--format", default="auto", choices=["auto", "label-studio", "csv"])
+    parser.add_argument("--field", default="label", help="the Choices name of the labeling config (default label)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="accept an export that labels only part of the selection")
+    parser.add_argument("--out", required=True, help="labels artifact (Parquet) to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data.artifacts import read_selection
+    from ..data.manifest import read_manifest
+    from ..labels import import_labels, write_labels
+
+    manifest = read_manifest(args.manifest)
+    selection = read_selection(args.selection) if args.selection else None
+    labels = import_labels(args.annotations, manifest, selection=selection, format=args.format,
+                           field_name=args.field, allow_partial=args.allow_partial)
+    write_labels(labels, args.out)
+    print(f"{len(labels)} labels of {len(np.unique(labels.labels))} classes; wrote {args.out}")
+    return 0

@@ -1,0 +1,40 @@
+"""``active-finetuning run --config C``: the whole pipeline on this machine with ``kfp.local``.
+
+Each step runs as a subprocess of this environment (the same components a cluster runs in the
+project image). Embedded defaults: the outputs under ``--workdir`` (a local folder as the bucket)
+and a local MLflow store (sqlite) unless ``MLFLOW_TRACKING_URI`` or the config names a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration; section 'pipeline' holds the parameters")
+    parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="overrides",
+                        help="a pipeline parameter (YAML value), e.g. --set seeds='[0, 1]'; repeatable")
+    parser.add_argument("--workdir", default="outputs/pipeline",
+                        help="local outputs: KFP artifacts, results, MLflow store (default outputs/pipeline)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..kfp.config import PipelineConfig, load_config, parse_overrides
+    from ..kfp.orchestration import run_locally
+
+    config = load_config(args.config) if args.config else PipelineConfig()
+    result = run_locally({**config.parameters, **parse_overrides(args.overrides)}, args.workdir)
+    print(result.markdown)
+    print(where_to_compare(result))
+    return 0
+
+
+def where_to_compare(result) -> str:
+    lines = [f"MLflow: experiment {result.experiment!r} at {result.tracking_uri}"]
+    if result.parent_run_id:
+        lines.append(f"  parent run {result.parent_run_id}: one child run per method × budget × seed; "
+                     "the table and plot are its artifacts (accuracy_by_budget.md, accuracy_vs_budget.png)")
+    if result.tracking_uri.startswith("sqlite:"):
+        lines.append(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
+    lines.append(f"KFP outputs: {result.pipeline_root}")
+    return "\n".join(lines)

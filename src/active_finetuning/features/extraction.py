@@ -1,0 +1,526 @@
+"""Feature extraction: manifest in, features artifact out (pooled pre-logits of a timm model).
+
+Preprocessing comes from the model's data config (input size, interpolation, mean, std); by
+default the whole image is resized to the input size with no center crop, as both papers extract
+features (docs/methods.md §1). Every part is overridable (:class:`Preprocessing`).
+
+A DataLoader's worker processes read, decode and resize images while the model runs. On CUDA the
+model runs channels-last under autocast (bf16 where supported, else fp16), from pinned memory
+with non-blocking copies. Features stream to the output file in row groups, so memory stays
+bounded for large pools; ``shard=(i, n)`` extracts the i-th of n contiguous slices of the
+manifest, and :func:`merge_features` concatenates the shards' files in shard order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import __version__
+from ..data import storage
+from ..data.artifacts import (
+    METADATA_KEY,
+    FeatureTable,
+    features_from_table,
+    metadata_of,
+)
+from ..data.images import decode_image
+from ..data.manifest import Manifest, read_manifest
+from ..errors import InputError
+
+BAD_IMAGE_POLICIES = ("fail", "skip")
+RESIZE_MODES = ("pil", "tensor")
+DTYPES = ("float32", "float16")
+_PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
+_TENSOR_MODES = {"nearest": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
+ROWS_PER_GROUP = 16384
+_LISTED_IDS = 20
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input tensor; written verbatim into the features metadata.
+
+    ``crop_pct=None`` resizes the whole image to ``image_size`` (§1); a value resizes the short
+    side to ``image_size / crop_pct`` and takes the center crop (timm's evaluation transform).
+    ``resize="tensor"`` resizes the float image with ``torch.nn.functional.interpolate`` and clamps
+    it to [0, 1] (how the CIFAR-10 fixture features were made); ``"pil"`` resizes the 8-bit image
+    with PIL.
+    """
+
+    image_size: tuple[int, int]
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str = "pil"
+    crop_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise InputError(f"image_size must be a positive size (H, W), got {self.image_size!r}")
+        if self.resize not in RESIZE_MODES:
+            raise InputError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        allowed = _PIL_FILTERS if self.resize == "pil" else _TENSOR_MODES
+        if self.interpolation not in allowed:
+            raise InputError(f"interpolation {self.interpolation!r} is not available with resize={self.resize!r}; "
+                             f"use one of {sorted(allowed)}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise InputError(f"mean and std need 3 values each, std > 0; got mean={self.mean!r} std={self.std!r}")
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1:
+            raise InputError(f"crop_pct must be in (0, 1] or None (no crop), got {self.crop_pct!r}")
+
+    def as_metadata(self) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["image_size"] = list(self.image_size)
+        record["mean"], record["std"] = list(self.mean), list(self.std)
+        return record
+
+    def __call__(self, image):
+        """An RGB PIL image -> a normalised float32 tensor (3, H, W)."""
+        import torch
+
+        height, width = self.image_size
+        if self.crop_pct is not None:
+            image = _resize_short_side_and_crop(image, height, width, self.crop_pct, _PIL_FILTERS[self.interpolation])
+        if self.resize == "pil":
+            if image.size != (width, height):
+                image = image.resize((width, height), resample=_PIL_FILTERS[self.interpolation])
+            x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+        else:
+            x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+            if x.shape[1:] != (height, width):
+                mode = _TENSOR_MODES[self.interpolation]
+                options = {} if mode == "nearest" else {"align_corners": False}
+                x = torch.nn.functional.interpolate(x[None], size=(height, width), mode=mode, **options)[0]
+                x = x.clamp_(0.0, 1.0)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+def _resize_short_side_and_crop(image, height: int, width: int, crop_pct: float, resample: int):
+    scale_h, scale_w = int(height / crop_pct), int(width / crop_pct)
+    w, h = image.size
+    factor = max(scale_h / h, scale_w / w)
+    image = image.resize((max(width, round(w * factor)), max(height, round(h * factor))), resample=resample)
+    left, top = (image.size[0] - width) // 2, (image.size[1] - height) // 2
+    return image.crop((left, top, left + width, top + height))
+
+
+def preprocessing_for(model, image_size=None, interpolation: str | None = None, mean=None, std=None,
+                      resize: str = "pil", crop_pct: float | None = None) -> Preprocessing:
+    """The model's data config (:func:`models.data_config`) with the given parts overridden."""
+    from .models import data_config
+
+    config = data_config(model)
+    size = config["input_size"][1:] if image_size is None else _size_pair(image_size)
+    return Preprocessing(
+        image_size=tuple(int(v) for v in size),
+        interpolation=interpolation or config["interpolation"],
+        mean=tuple(float(v) for v in (mean if mean is not None else config["mean"])),
+        std=tuple(float(v) for v in (std if std is not None else config["std"])),
+        resize=resize, crop_pct=crop_pct,
+    )
+
+
+def _size_pair(image_size) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    if isinstance(image_size, str):
+        parts = image_size.lower().replace("x", ",").split(",")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise InputError(f"image_size must be N or HxW (e.g. 224 or 224x160), got {image_size!r}") from None
+        return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+    return tuple(int(v) for v in image_size)
+
+
+def parse_shard(shard) -> tuple[int, int] | None:
+    """``"i/n"`` or ``(i, n)`` -> ``(i, n)`` with 0 <= i < n; None stays None."""
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        try:
+            index, count = (int(v) for v in shard.split("/"))
+        except ValueError:
+            raise InputError(f"shard must be i/n (e.g. 0/4: the first of 4 slices), got {shard!r}") from None
+    else:
+        index, count = shard
+    if not (count >= 1 and 0 <= index < count):
+        raise InputError(f"shard {index}/{count} is out of range: i/n needs n >= 1 and 0 <= i < n")
+    return int(index), int(count)
+
+
+def shard_rows(n: int, shard: tuple[int, int] | None) -> np.ndarray:
+    """The manifest rows of a shard: the i-th of n contiguous, near-equal slices (deterministic)."""
+    if shard is None:
+        return np.arange(n, dtype=np.int64)
+    index, count = shard
+    return np.arange(index * n // count, (index + 1) * n // count, dtype=np.int64)
+
+
+class PoolImages:
+    """A map-style dataset: item k -> (input tensor, k, error message or "")."""
+
+    def __init__(self, manifest: Manifest, rows: np.ndarray, preprocessing: Preprocessing):
+        self.manifest, self.rows, self.preprocessing = manifest, rows, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int):
+        import torch
+
+        row = int(self.rows[k])
+        try:
+            image = decode_image(self.manifest.load_bytes(row), self.manifest.sample_ids[row])
+            return self.preprocessing(image), k, ""
+        except InputError as err:
+            height, width = self.preprocessing.image_size
+            return torch.zeros(3, height, width), k, str(err)
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` did: the features (in memory when no ``out`` was given) and the skipped ids."""
+
+    count: int
+    dim: int
+    metadata: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
+    features: FeatureTable | None = None
+    out: str | None = None
+    skipped_out: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.count + len(self.skipped)) / self.seconds if self.seconds else 0.0
+
+
+def extract(manifest: Manifest | str, model: str, weights: str | None = None, *, out: str | None = None,
+            image_size=None, interpolation: str | None = None, mean=None, std=None, resize: str = "pil",
+            crop_pct: float | None = None, dtype: str = "float32", batch_size: int = 64,
+            workers: int | None = None, shard=None, on_bad_image: str = "fail",
+            skipped_out: str | None = None, device: str | None = None, progress: bool = True,
+            rows_per_group: int = ROWS_PER_GROUP) -> Extraction:
+    """Extract pooled pre-logit features of ``manifest``'s images with timm model ``model``.
+
+    With ``out`` the features artifact is written there (atomically, streamed in row groups) and
+    ``Extraction.features`` is None; without it they are returned in memory. ``on_bad_image="fail"``
+    raises :class:`InputError` listing every unreadable image and writes nothing;
+    ``"skip"`` leaves them out and records them (``skipped_out``, default beside ``out``).
+    """
+    import torch
+
+    from .models import create_model, weights_identity
+
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise InputError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}, got {on_bad_image!r}")
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if workers is not None and workers < 0:
+        raise InputError(f"workers must be >= 0 (0 decodes in the main process), got {workers!r}")
+    if out is not None:
+        storage.check_scheme(out, "out")
+    if isinstance(manifest, str):
+        manifest = read_manifest(manifest)
+    shard = parse_shard(shard)
+    rows = shard_rows(len(manifest), shard)
+    if len(rows) == 0:
+        raise InputError(f"shard {shard[0]}/{shard[1]} of a {len(manifest)}-image manifest is empty; use fewer shards")
+    if on_bad_image == "skip" and skipped_out is None and out is not None:
+        skipped_out = skipped_report_uri(out)
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    network = create_model(model, weights=weights, num_classes=0)
+    preprocessing = preprocessing_for(network, image_size, interpolation, mean, std, resize, crop_pct)
+    metadata = {
+        "model": model, "weights": weights, "weights_identity": weights_identity(weights),
+        "image_size": preprocessing.image_size[0] if preprocessing.image_size[0] == preprocessing.image_size[1]
+        else list(preprocessing.image_size),
+        "preprocessing": preprocessing.as_metadata(), "normalized": False, "feature": "pooled pre-logits",
+        "dtype": dtype, "manifest": manifest.source or None, "library_version": __version__,
+    }
+    if manifest.classes is not None:
+        metadata["classes"] = list(manifest.classes)
+    if shard is not None:
+        metadata["shard"] = {"index": shard[0], "count": shard[1], "rows": [int(rows[0]), int(rows[-1]) + 1]}
+
+    runner = _Runner(network, device)
+    loader = _loader(PoolImages(manifest, rows, preprocessing), batch_size, workers, device)
+    writer = _FeatureWriter(out, manifest, metadata, dtype, rows_per_group)
+    bad: list[tuple[str, str]] = []
+    start = time.perf_counter()
+    with writer:
+        from ..progress import progress_bar
+
+        for inputs, positions, errors in progress_bar(loader, desc="extract", enabled=progress,
+                                                      total=len(loader), unit="batch"):
+            failed = [j for j, e in enumerate(errors) if e]
+            for j in failed:
+                row = int(rows[int(positions[j])])
+                bad.append((manifest.sample_ids[row], errors[j]))
+            if bad and on_bad_image == "fail":
+                continue  # keep reading to list every offending id; no more model work
+            keep = np.asarray([j for j in range(len(errors)) if not errors[j]], dtype=np.int64)
+            if len(keep) == 0:
+                continue
+            output = runner(inputs[torch.from_numpy(keep)] if len(failed) else inputs)
+            writer.add(rows[positions.numpy()[keep]], output)
+        if bad and on_bad_image == "fail":
+            listed = ", ".join(repr(sid) for sid, _ in bad[:_LISTED_IDS])
+            more = f" and {len(bad) - _LISTED_IDS} more" if len(bad) > _LISTED_IDS else ""
+            raise InputError(f"{len(bad)} images could not be read: {listed}{more}; first error: {bad[0][1]} — "
+                             "fix or drop them, or pass --on-bad-image skip to leave them out")
+        if writer.count == 0:
+            raise InputError(f"none of the {len(rows)} images could be read (first error: {bad[0][1]}); "
+                             "nothing to write")
+        writer.finish()
+    seconds = time.perf_counter() - start
+    if on_bad_image == "skip" and skipped_out is not None:
+        write_skipped_report(bad, manifest, skipped_out)
+    return Extraction(writer.count, writer.dim, writer.metadata, bad, writer.table, out, skipped_out, seconds)
+
+
+class _Runner:
+    """The model on its device: CUDA gets channels-last, autocast and non-blocking copies."""
+
+    def __init__(self, network, device):
+        import torch
+
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.network = network.to(device)
+        if self.cuda:
+            self.network = self.network.to(memory_format=torch.channels_last)
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def __call__(self, inputs):
+        import torch
+
+        with torch.inference_mode():
+            if self.cuda:
+                inputs = inputs.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=self.autocast_dtype):
+                    output = pooled_pre_logits(self.network, inputs)
+                return output.float().cpu().numpy()
+            return pooled_pre_logits(self.network, inputs).float().numpy()
+
+
+def pooled_pre_logits(network, inputs):
+    if hasattr(network, "forward_head"):
+        return network.forward_head(network.forward_features(inputs), pre_logits=True)
+    return network(inputs)
+
+
+def default_workers() -> int:
+    """Decoding processes: one per core left after the model's, at least one, at most eight."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _loader(dataset: PoolImages, batch_size: int, workers: int | None, device):
+    import torch
+
+    workers = default_workers() if workers is None else workers
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+class _FeatureWriter:
+    """Streams feature rows into a Parquet file in row groups, under an atomic output (or into memory)."""
+
+    def __init__(self, out: str | None, manifest: Manifest, metadata: dict, dtype: str, rows_per_group: int):
+        self.out, self.manifest, self.metadata = out, manifest, metadata
+        self.dtype = np.float16 if dtype == "float16" else np.float32
+        self.rows_per_group = rows_per_group
+        self.count, self.dim = 0, 0
+        self._pending_rows: list[np.ndarray] = []
+        self._pending_values: list[np.ndarray] = []
+        self._pending = 0
+        self._kept_rows: list[np.ndarray] = []
+        self._kept_values: list[np.ndarray] = []
+        self._writer = None
+        self._stack = contextlib.ExitStack()
+        self._tmp = None
+        self.table: FeatureTable | None = None
+
+    def __enter__(self):
+        if self.out is not None:
+            self._tmp = self._stack.enter_context(storage.atomic_output(self.out))
+        return self
+
+    def __exit__(self, *exc):
+        if self._writer is not None and exc[0] is not None:
+            self._writer.close()
+        return self._stack.__exit__(*exc)
+
+    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+        values = values.astype(self.dtype)
+        finite = np.isfinite(values).all(axis=1)
+        if not finite.all():
+            sid = self.manifest.sample_ids[rows[np.flatnonzero(~finite)[0]]]
+            raise InputError(f"the model produced non-finite features for sample_id {sid!r} (dtype "
+                             f"{self.dtype.__name__}); try dtype float32 or check the weights")
+        self.dim = values.shape[1]
+        self.count += len(rows)
+        if self.out is None:
+            self._kept_rows.append(rows)
+            self._kept_values.append(values)
+            return
+        self._pending_rows.append(rows)
+        self._pending_values.append(values)
+        self._pending += len(rows)
+        if self._pending >= self.rows_per_group:
+            self._flush()
+
+    def _schema_metadata(self) -> dict:
+        import json
+
+        self.metadata["dim"] = self.dim
+        return {METADATA_KEY: json.dumps(self.metadata, sort_keys=True, separators=(",", ":")).encode()}
+
+    def _batch(self, rows: np.ndarray, values: np.ndarray) -> pa.Table:
+        columns = {
+            "sample_id": pa.array(self.manifest.sample_ids[rows].tolist(), type=pa.string()),
+            "feature": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), self.dim),
+        }
+        if self.manifest.labels is not None:
+            columns["label"] = pa.array(self.manifest.labels[rows], type=pa.int64())
+        return pa.table(columns)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        table = self._batch(np.concatenate(self._pending_rows), np.concatenate(self._pending_values))
+        if self._writer is None:
+            table = table.replace_schema_metadata(self._schema_metadata())
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd", write_statistics=False)
+        self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata),
+                                 row_group_size=self.rows_per_group)
+        self._pending_rows, self._pending_values, self._pending = [], [], 0
+
+    def finish(self) -> None:
+        if self.out is None:
+            rows, values = np.concatenate(self._kept_rows), np.concatenate(self._kept_values)
+            table = self._batch(rows, values).replace_schema_metadata(self._schema_metadata())
+            self.table = features_from_table(table, source="extracted features")
+            return
+        self._flush()
+        self._writer.close()
+        self._writer = None
+
+
+def skipped_report_uri(out: str) -> str:
+    stem = out[: -len(".parquet")] if out.endswith(".parquet") else out
+    return stem + ".skipped.parquet"
+
+
+def write_skipped_report(skipped: list[tuple[str, str]], manifest: Manifest, uri: str) -> None:
+    """The skipped-images artifact: ``sample_id``, ``reason`` (empty when nothing was skipped)."""
+    from ..data.artifacts import with_metadata, write_table
+
+    table = pa.table({"sample_id": pa.array([s for s, _ in skipped], type=pa.string()),
+                      "reason": pa.array([r for _, r in skipped], type=pa.string())})
+    write_table(with_metadata(table, {"manifest": manifest.source or None, "skipped": len(skipped)}), uri)
+
+
+# ----------------------------------------------------------------------------------------------
+# shards
+
+
+_SHARD_INDEPENDENT = ("shard", "manifest", "dim")
+
+
+def merge_features(shard_uris: list[str], out_uri: str) -> dict[str, Any]:
+    """Concatenate features shards (one model, one preprocessing) into one artifact, in shard order.
+
+    Shards written by ``extract(shard=(i, n))`` are ordered by ``i`` and must be complete (all n);
+    others keep the given order. Ids must be unique across shards. Returns the merged metadata.
+    """
+    if not shard_uris:
+        raise InputError("merge_features needs at least one shard URI")
+    shard_uris = list(dict.fromkeys(shard_uris))
+    files, metas = [], []
+    for uri in shard_uris:
+        try:
+            file = pq.ParquetFile(storage.open_arrow_input(uri))
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f"features shard {uri!r} is not a readable Parquet file: {err}") from None
+        files.append((uri, file))
+        metas.append(metadata_of(file.schema_arrow))
+    order = _shard_order(shard_uris, metas)
+    reference = {k: v for k, v in metas[order[0]].items() if k not in _SHARD_INDEPENDENT}
+    schema = files[order[0]][1].schema_arrow
+    for i in order:
+        uri, file = files[i]
+        differing = sorted(k for k in set(reference) | set(metas[i])
+                           if k not in _SHARD_INDEPENDENT and reference.get(k) != metas[i].get(k))
+        if differing:
+            raise InputError(f"features shard {uri!r} differs from {files[order[0]][0]!r} in {differing}; "
+                             "merge only shards of one extraction (same model, weights and preprocessing)")
+        if file.schema_arrow.remove_metadata() != schema.remove_metadata():
+            raise InputError(f"features shard {uri!r} has columns {file.schema_arrow.remove_metadata()}, "
+                             f"the first shard {schema.remove_metadata()}")
+    merged = dict(reference)
+    merged["merged_shards"] = len(order)
+    if "dim" in metas[order[0]]:
+        merged["dim"] = metas[order[0]]["dim"]
+    seen: set[str] = set()
+    import json
+
+    out_schema = schema.with_metadata({METADATA_KEY: json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()})
+    rows = 0
+    with storage.atomic_output(out_uri) as tmp:
+        with pq.ParquetWriter(tmp, out_schema, compression="zstd", write_statistics=False) as writer:
+            for i in order:
+                uri, file = files[i]
+                for group in range(file.num_row_groups):
+                    table = file.read_row_group(group)
+                    ids = table.column("sample_id").to_pylist()
+                    repeated = seen.intersection(ids)
+                    if repeated or len(set(ids)) != len(ids):
+                        first = next(iter(repeated)) if repeated else ids[0]
+                        raise InputError(f"sample_id {first!r} appears twice across the shards (in {uri!r}); "
+                                         "each sample must be in exactly one shard")
+                    seen.update(ids)
+                    rows += table.num_rows
+                    writer.write_table(table.replace_schema_metadata(out_schema.metadata))
+        if rows == 0:
+            raise InputError("the shards hold no rows; nothing to merge")
+    merged["rows"] = rows
+    return merged
+
+
+def _shard_order(uris: list[str], metas: list[dict]) -> list[int]:
+    shards = [m.get("shard") for m in metas]
+    if not all(isinstance(s, dict) for s in shards):
+        return list(range(len(uris)))
+    counts = {s["count"] for s in shards}
+    if len(counts) != 1:
+        raise InputError(f"the shards come from different splits (counts {sorted(counts)}); merge one extraction")
+    count = counts.pop()
+    by_index = {}
+    for i, s in enumerate(shards):
+        if s["index"] in by_index:
+            raise InputError(f"shard {s['index']}/{count} is given twice ({uris[by_index[s['index']]]!r} and "
+                             f"{uris[i]!r})")
+        by_index[s["index"]] = i
+    missing = sorted(set(range(count)) - set(by_index))
+    if missing:
+        raise InputError(f"shards {missing} of {count} are missing; extract them (--shard i/{count}) before merging")
+    return [by_index[i] for i in range(count)]

@@ -1,0 +1,25 @@
+from kfp import dsl
+
+from ..image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def export_for_annotation(manifest: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset],
+                          tasks: dsl.Output[dsl.Artifact], annotation_format: str = "label-studio",
+                          signed_urls: bool = False):
+    """Write the selected images, in pick order, as annotation tasks (Label Studio JSON or CSV).
+
+    Args:
+        manifest: The pool's manifest artifact.
+        selection: The selection artifact.
+        tasks: The task file to import into the annotation tool.
+        annotation_format: ``label-studio`` (JSON task import) or ``csv``.
+        signed_urls: Give ``gs://`` images as V4 signed HTTPS URLs (needs a signing identity).
+    """
+    from active_finetuning.data.artifacts import read_selection
+    from active_finetuning.data.manifest import read_manifest
+    from active_finetuning.labels import export_for_annotation as export
+
+    written = export(read_selection(selection.path), read_manifest(manifest.path), tasks.path,
+                     format=annotation_format, signed_urls=signed_urls)
+    tasks.metadata.update({"tasks": len(written), "format": annotation_format})

@@ -1,0 +1,27 @@
+from kfp import dsl
+
+from ..image import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset],
+                  labels: dsl.Output[dsl.Dataset], annotations_format: str = "auto", allow_partial: bool = False):
+    """Turn an annotation tool's export into the labels artifact, checked against the selection.
+
+    Args:
+        annotations_uri: A Label Studio export (JSON) or a CSV ``sample_id,label`` (index or class name).
+        manifest: The pool's manifest artifact (its class names map names to indices).
+        selection: The selection that was sent for annotation.
+        labels: The labels artifact (``sample_id``, ``label``).
+        annotations_format: ``auto``, ``label-studio`` or ``csv``.
+        allow_partial: Accept an export that lacks some selected samples.
+    """
+    from active_finetuning.data.artifacts import read_selection
+    from active_finetuning.data.manifest import read_manifest
+    from active_finetuning.labels import import_labels as load
+    from active_finetuning.labels import write_labels
+
+    result = load(annotations_uri, read_manifest(manifest.path), read_selection(selection.path),
+                  format=annotations_format, allow_partial=allow_partial)
+    write_labels(result, labels.path)
+    labels.metadata.update({"samples": len(result.sample_ids), "source": annotations_uri})

@@ -1,0 +1,121 @@
+"""The pipeline's configuration file: the budget study's parameters, and how to run or schedule it.
+
+    pipeline:            # parameters of active_finetuning_pipeline (see `active-finetuning compile --help`)
+      manifest_uri: gs://bucket/pool.parquet
+      test_manifest_uri: gs://bucket/test.parquet
+      methods: [random, activeft, bilaf]
+      budgets: ["1%", 500]
+      seeds: [0, 1, 2]
+    schedule:            # for `active-finetuning schedule` (all optional)
+      cron: "0 0 2 * * *"   # six fields, seconds first
+      experiment: active-finetuning
+      name: nightly-budget-study
+      pipeline_root: gs://bucket/kfp-root
+      service_account: active-finetuning
+
+Unknown sections and keys are errors that name the key and the keys allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ..errors import InputError
+
+SECTIONS = ("pipeline", "schedule")
+SCHEDULE_KEYS = ("cron", "experiment", "name", "pipeline_root", "service_account", "max_concurrency",
+                 "enable_caching", "description")
+LIST_PARAMETERS = {"methods": str, "budgets": str, "seeds": int}
+
+
+@dataclass
+class PipelineConfig:
+    parameters: dict[str, Any] = field(default_factory=dict)
+    schedule: dict[str, Any] = field(default_factory=dict)
+
+
+def pipeline_parameters() -> dict[str, Any]:
+    """The pipeline's parameter names with their defaults (``None`` where required)."""
+    from .pipelines import active_finetuning_pipeline
+
+    inputs = active_finetuning_pipeline.component_spec.inputs or {}
+    return {name: spec.default for name, spec in inputs.items()}
+
+
+def check_parameters(values: Mapping[str, Any], where: str = "pipeline parameters") -> dict[str, Any]:
+    """Validate parameter names against the pipeline and normalise list values (budgets become strings)."""
+    known = pipeline_parameters()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise InputError(f"{where}: unknown parameter(s) {unknown}; the pipeline takes {sorted(known)}")
+    checked = dict(values)
+    for name, kind in LIST_PARAMETERS.items():
+        if name in checked:
+            value = checked[name]
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                value = [value]
+            if not isinstance(value, (list, tuple)):
+                raise InputError(f"{where}: {name} must be a list, got {value!r}")
+            try:
+                checked[name] = [kind(v) for v in value]
+            except (TypeError, ValueError):
+                raise InputError(f"{where}: {name} must be a list of {kind.__name__}, got {value!r}") from None
+    missing = [name for name, default in known.items() if default is None and name not in checked]
+    if missing:
+        raise InputError(f"{where}: missing required parameter(s) {missing}")
+    return checked
+
+
+def load_config(uri: str) -> PipelineConfig:
+    """Read and validate a YAML configuration file (local or ``gs://``)."""
+    import yaml
+
+    from ..data import storage
+
+    try:
+        data = yaml.safe_load(storage.read_bytes(uri).decode("utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise InputError(f"configuration {uri!r} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"configuration {uri!r} must be a mapping with sections {list(SECTIONS)}")
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise InputError(f"configuration {uri!r}: unknown section(s) {unknown}; allowed: {list(SECTIONS)}")
+    parameters = data.get("pipeline") or {}
+    schedule = data.get("schedule") or {}
+    for name, section in (("pipeline", parameters), ("schedule", schedule)):
+        if not isinstance(section, dict):
+            raise InputError(f"configuration {uri!r}: section {name!r} must be a mapping")
+    bad = sorted(set(schedule) - set(SCHEDULE_KEYS))
+    if bad:
+        raise InputError(f"configuration {uri!r}: unknown schedule key(s) {bad}; allowed: {list(SCHEDULE_KEYS)}")
+    return PipelineConfig(check_parameters(parameters, where=f"configuration {uri!r}, section 'pipeline'"),
+                          dict(schedule))
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """``NAME=VALUE`` command-line overrides; values are YAML (``budgets=[1%, 2%]``, ``seeds=[0,1]``)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            values[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise InputError(f"--set {name}: {text!r} is not a YAML value: {err}") from None
+    return values
+
+
+def check_cron(cron: str) -> str:
+    """KFP recurring runs take a six-field cron with seconds first (``0 0 2 * * *`` = daily 02:00)."""
+    fields = str(cron).split()
+    if len(fields) == 5:
+        raise InputError(
+            f"cron {cron!r} has 5 fields; KFP's cron has 6, seconds first: use {'0 ' + ' '.join(fields)!r}")
+    if len(fields) != 6 and not str(cron).startswith("@"):
+        raise InputError(f"cron {cron!r} must have 6 fields (seconds minutes hours day month weekday)")
+    return " ".join(fields)

@@ -1,0 +1,117 @@
+"""The annotation loop, for real labels instead of the study's oracle: two pipelines around the
+annotation tool.
+
+    select_for_annotation:  build-manifest ─► extract-features (shards) ─► merge ─► select ─► export-for-annotation
+    (people annotate the exported tasks in Label Studio, or fill the CSV)
+    train_on_annotations:   build-manifest ─► import-labels ─► finetune ─► evaluate
+"""
+
+
+from kfp import dsl
+
+from ..components import (
+    build_manifest,
+    evaluate,
+    export_for_annotation,
+    extract_features,
+    finetune,
+    import_labels,
+    merge_features,
+    plan_shards,
+    select,
+)
+
+from ..placement import place
+
+
+@dsl.pipeline(name="active-finetuning-select-for-annotation",
+              description="Select a budget of samples to label and export them as annotation tasks.")
+def select_for_annotation_pipeline(
+    manifest_uri: str,
+    budget: str,
+    method: str = "bilaf",
+    seed: int = 0,
+    model_name: str = "tf_efficientnet_lite0",
+    weights_uri: str = "",
+    num_shards: int = 2,
+    image_size: int = 0,
+    batch_size: int = 64,
+    method_params: dict = {},
+    annotation_format: str = "label-studio",
+    signed_urls: bool = False,
+) -> dsl.Dataset:
+    """Extract features, select ``budget`` samples with ``method``, export them for annotation.
+
+    Args:
+        manifest_uri: The pool: a Parquet manifest, an image folder or a CSV/JSONL list (local or gs://).
+        budget: A sample count ("500") or a percentage of the pool ("1%").
+        method: The selection method.
+        seed: The selection seed.
+        model_name: The timm model for the features.
+        weights_uri: Its pretrained weights; empty: none.
+        num_shards: Parallel feature-extraction tasks.
+        image_size: Input size for extraction; 0: the model's own.
+        batch_size: Images per forward pass.
+        method_params: Per-method selection parameters, e.g. {"bilaf": {"num_cores": 250}}.
+        annotation_format: "label-studio" (JSON task import) or "csv".
+        signed_urls: Give gs:// images as signed HTTPS URLs in the tasks.
+
+    Returns:
+        The selection (give its URI to train_on_annotations).
+    """
+    pool = place(build_manifest(source_uri=manifest_uri))
+    shards = place(plan_shards(num_shards=num_shards))
+    with dsl.ParallelFor(items=shards.output, name="extract-shards") as shard_index:
+        shard = place(extract_features(manifest=pool.outputs["manifest"], model_name=model_name,
+                                       weights_uri=weights_uri, shard_index=shard_index, num_shards=num_shards,
+                                       image_size=image_size, batch_size=batch_size))
+    features = place(merge_features(shards=dsl.Collected(shard.outputs["features"])))
+    selection = place(select(features=features.outputs["features"], method=method, budget=budget, seed=seed,
+                             method_params=method_params))
+    place(export_for_annotation(manifest=pool.outputs["manifest"], selection=selection.outputs["selection"],
+                                annotation_format=annotation_format, signed_urls=signed_urls))
+    return selection.outputs["selection"]
+
+
+@dsl.pipeline(name="active-finetuning-train-on-annotations",
+              description="Import the annotations of a selection, finetune the model on them, evaluate it.")
+def train_on_annotations_pipeline(
+    manifest_uri: str,
+    test_manifest_uri: str,
+    selection_uri: str,
+    annotations_uri: str,
+    model_name: str = "tf_efficientnet_lite0",
+    weights_uri: str = "",
+    recipe: dict = {},
+    batch_size: int = 64,
+    annotations_format: str = "auto",
+    allow_partial: bool = False,
+) -> str:
+    """Turn the annotation tool's export into labels, finetune on them, score on the test set.
+
+    Args:
+        manifest_uri: The pool the selection was made from.
+        test_manifest_uri: The labeled test set.
+        selection_uri: The selection artifact that was annotated (select_for_annotation's output).
+        annotations_uri: The annotation export (Label Studio JSON, or CSV sample_id,label).
+        model_name: The timm model to finetune.
+        weights_uri: Its pretrained weights; empty: none.
+        recipe: Finetuning recipe overrides, e.g. {"epochs": 30}.
+        batch_size: Images per forward pass when evaluating.
+        annotations_format: "auto", "label-studio" or "csv".
+        allow_partial: Accept an export that lacks some selected samples.
+
+    Returns:
+        The evaluation summary (JSON).
+    """
+    pool = place(build_manifest(source_uri=manifest_uri))
+    test = place(build_manifest(source_uri=test_manifest_uri))
+    selection = dsl.importer(artifact_uri=selection_uri, artifact_class=dsl.Dataset, reimport=False)
+    labels = place(import_labels(annotations_uri=annotations_uri, manifest=pool.outputs["manifest"],
+                                 selection=selection.output, annotations_format=annotations_format,
+                                 allow_partial=allow_partial))
+    model = place(finetune(manifest=pool.outputs["manifest"], labels=labels.outputs["labels"],
+                           model_name=model_name, weights_uri=weights_uri, recipe=recipe))
+    scored = place(evaluate(model=model.outputs["model"], test_manifest=test.outputs["manifest"],
+                            batch_size=batch_size))
+    return scored.outputs["Output"]

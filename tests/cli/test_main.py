@@ -1,0 +1,97 @@
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from active_finetuning.data.artifacts import FeatureTable, metadata_of, write_features
+from tests.conftest import gaussian_mixture, run_cli
+
+
+@pytest.fixture
+def features_file(tmp_path):
+    features, labels = gaussian_mixture(800, 16, 8, seed=1)
+    path = tmp_path / "features.parquet"
+    write_features(FeatureTable.from_array(features, labels=labels), str(path))
+    return path
+
+
+def test_select_writes_the_selection_contract_and_prints_a_summary(features_file, tmp_path):
+    out = tmp_path / "sel" / "selection.parquet"
+    result = run_cli("select", "--features", str(features_file), "--budget", "5%", "--method", "activeft",
+                     "--iterations", "40", "--temperature", "0.1", "--seed", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "method activeft: 40 of 800" in result.stdout and "classes covered" in result.stdout
+    table = pq.read_table(out)
+    assert table.column_names[:3] == ["sample_id", "rank", "role"]
+    assert table.column("rank").to_pylist() == list(range(40))
+    meta = metadata_of(table.schema)
+    assert meta["params"]["iterations"] == 40 and meta["params"]["temperature"] == 0.1
+    assert meta["seed"] == 2 and meta["budget"] == 40 and meta["features_identity"]
+
+
+def _bad_features(tmp_path, columns):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("nan", [], "NaN or infinite"),
+    ("zero", [], "all-zero rows"),
+    ("mixed", [], "mixes dimensions"),
+    ("empty", [], "empty"),
+    ("nofeature", [], "no 'feature' column"),
+    ("dupids", [], "duplicated ids"),
+    ("ok", ["--budget", "0"], "budget must be at least 1"),
+    ("ok", ["--budget", "5000"], "exceeds the pool size"),
+    ("ok", ["--budget", "150%"], r"percentage must be in \(0, 100\]"),
+    ("ok", ["--budget", "0%"], r"percentage must be in \(0, 100\]"),
+    ("ok", ["--iterations", "-1"], "'iterations' must be an integer >= 0, got -1"),
+    ("ok", ["--temperature", "hot"], "'temperature' must be a finite number > 0, got 'hot'"),
+    ("ok", ["--max-iter", "5"], "unknown parameter 'max_iter' for method 'activeft'"),
+    ("ok", ["--loss-form", "other"], "'loss_form' must be one of"),
+])
+def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(tmp_path, features_file, case, extra, message):
+    rows = {
+        "nan": {"sample_id": ["a", "b"], "feature": [[1.0, float("nan")], [1.0, 2.0]]},
+        "zero": {"sample_id": ["a", "b"], "feature": [[0.0, 0.0], [1.0, 2.0]]},
+        "mixed": {"sample_id": ["a", "b"], "feature": [[1.0, 2.0], [1.0, 2.0, 3.0]]},
+        "empty": {"sample_id": pa.array([], pa.string()), "feature": pa.array([], pa.list_(pa.float32()))},
+        "nofeature": {"sample_id": ["a", "b"], "x": [1, 2]},
+        "dupids": {"sample_id": ["a", "a"], "feature": [[1.0, 2.0], [2.0, 1.0]]},
+    }
+    source = features_file if case == "ok" else _bad_features(tmp_path, rows[case])
+    out = tmp_path / "out" / "selection.parquet"
+    args = ["select", "--features", str(source), "--out", str(out), "--no-progress"]
+    if not any(a == "--budget" for a in extra):
+        args += ["--budget", "1"]
+    result = run_cli(*args, *extra)
+    assert result.returncode != 0
+    assert __import__("re").search(message, result.stderr), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_unknown_method_is_rejected(features_file, tmp_path):
+    result = run_cli("select", "--features", str(features_file), "--budget", "3", "--method", "nope",
+                     "--out", str(tmp_path / "s.parquet"))
+    assert result.returncode == 2 and "invalid choice: 'nope'" in result.stderr
+
+
+def test_methods_lists_every_registered_selector():
+    result = run_cli("methods")
+    assert result.returncode == 0
+    for name in ("activeft", "kcenter", "kmeans", "random"):
+        assert f"{name}:" in result.stdout
+
+
+def test_select_does_not_import_timm_or_mlflow(features_file, tmp_path):
+    code = ("import sys; from active_finetuning.cli.main import main; "
+            f"main(['select','--features',{str(features_file)!r},'--budget','5','--method','random',"
+            f"'--out',{str(tmp_path / 's.parquet')!r}]); "
+            "print(sorted(m for m in ('timm','mlflow','kfp','torchvision') if m in sys.modules))")
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("[]")

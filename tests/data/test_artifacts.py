@@ -1,0 +1,77 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from active_finetuning.data.artifacts import (FeatureTable, Selection, read_features, read_selection,
+                                         write_features, write_selection)
+from active_finetuning.errors import InputError
+
+
+def test_features_round_trip_keeps_ids_values_labels_and_metadata(tmp_path, mixture):
+    features, labels = mixture
+    table = FeatureTable.from_array(features.astype(np.float16), labels=labels, metadata={"model": "m"})
+    write_features(table, str(tmp_path / "f.parquet"))
+    back = read_features(f"file://{tmp_path / 'f.parquet'}")
+    assert back.sample_ids.tolist() == table.sample_ids.tolist()
+    assert back.features.dtype == np.float16
+    np.testing.assert_array_equal(back.features, table.features)
+    np.testing.assert_array_equal(back.labels, labels)
+    assert back.metadata == {"model": "m"}
+    assert back.identity() == table.identity()
+
+
+def test_selection_round_trip_in_rank_order(tmp_path):
+    selection = Selection(np.array([4, 1, 2]), np.array(["d", "b", "c"], dtype=object),
+                          np.array(["core", "boundary", "boundary"], dtype=object),
+                          score=np.array([0.0, 0.5, 0.25]), pseudo_class=np.array([0, 0, 1]),
+                          metadata={"method": "x"})
+    write_selection(selection, str(tmp_path / "s.parquet"))
+    pool = FeatureTable.from_array(np.eye(5, dtype=np.float32) + 0.1, sample_ids=list("abcde"))
+    back = read_selection(str(tmp_path / "s.parquet"), pool=pool)
+    assert back.sample_ids.tolist() == ["d", "b", "c"]
+    assert back.indices.tolist() == [3, 1, 2]
+    assert back.role.tolist() == ["core", "boundary", "boundary"]
+    assert back.metadata == {"method": "x"}
+
+
+def _write_raw(path, columns):
+    pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("columns, message", [
+    ({"sample_id": ["a", "b"], "feature": [[1.0, float("nan")], [1.0, 2.0]]}, "NaN or infinite"),
+    ({"sample_id": ["a", "b"], "feature": [[1.0, float("inf")], [1.0, 2.0]]}, "NaN or infinite"),
+    ({"sample_id": ["a", "b"], "feature": [[0.0, 0.0], [1.0, 2.0]]}, "all-zero rows"),
+    ({"sample_id": ["a", "b"], "feature": [[1.0, 2.0], [1.0, 2.0, 3.0]]}, "mixes dimensions"),
+    ({"sample_id": ["a", "a"], "feature": [[1.0, 2.0], [1.0, 2.0]]}, "duplicated ids"),
+    ({"sample_id": ["a", "b"], "vector": [[1.0, 2.0], [1.0, 2.0]]}, "no 'feature' column"),
+    ({"id": ["a", "b"], "feature": [[1.0, 2.0], [1.0, 2.0]]}, "no 'sample_id' column"),
+    ({"sample_id": pa.array([], pa.string()), "feature": pa.array([], pa.list_(pa.float32()))}, "empty"),
+])
+def test_bad_features_are_rejected_with_a_message_naming_the_problem(tmp_path, columns, message):
+    path = _write_raw(tmp_path / "bad.parquet", columns)
+    with pytest.raises(InputError, match=message):
+        read_features(path)
+
+
+def test_unsupported_scheme_and_missing_file(tmp_path):
+    with pytest.raises(InputError, match="unsupported URI scheme"):
+        read_features("ftp://host/features.parquet")
+    with pytest.raises(InputError, match="does not exist"):
+        read_features(str(tmp_path / "absent.parquet"))
+
+
+def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
+    class Boom(Exception):
+        pass
+
+    from active_finetuning.data import storage
+
+    target = tmp_path / "out.parquet"
+    with pytest.raises(Boom):
+        with storage.atomic_output(str(target)) as tmp:
+            tmp.write_bytes(b"half")
+            raise Boom()
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,105 @@
+"""Finetuning with a real tiny timm model (``test_efficientnet``) on tiny real images."""
+
+import json
+
+import numpy as np
+import pytest
+
+from active_finetuning.cli.main import main
+from active_finetuning.errors import InputError
+from active_finetuning.labels import Labels
+from active_finetuning.training.finetune import CHECKPOINT_FILE, Recipe, finetune, learning_rate
+from active_finetuning.training.model import MODEL_FILE
+from tests.training.conftest import CLASSES, FAST, MODEL
+
+
+def test_finetune_writes_safetensors_and_a_config_that_records_the_run(data):
+    from safetensors.torch import load_file
+
+    config, out = data["reference"], data["root"] / "reference"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]  # checkpoint removed
+    assert json.loads((out / "config.json").read_text()) == config
+    assert config["model"] == MODEL and config["classes"] == CLASSES and config["num_classes"] == 3
+    assert config["image_size"] == 32 and config["recipe"]["lr"] == 0.05 and config["recipe"]["momentum"] == 0.9
+    assert config["selection"] == {"method": "random"} and config["labeled"] == 48
+    assert config["epochs"] == 4 and config["steps"] == 24  # 48 // 8 steps per epoch
+    assert config["history"][-1]["train_loss"] < config["history"][0]["train_loss"]
+    assert load_file(out / MODEL_FILE)["classifier.weight"].shape[0] == 3
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(data, tmp_path):
+    out = tmp_path / "model"
+
+    def preempt(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt  # the node goes away after epoch 2's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(data["train"], data["labels"], model=MODEL, out=str(out), on_epoch_end=preempt, progress=False,
+                 **FAST)
+    assert (out / CHECKPOINT_FILE).exists() and not (out / MODEL_FILE).exists()
+    epochs_run = []
+    config = finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False,
+                      on_epoch_end=lambda epoch, m: epochs_run.append(epoch), **FAST)
+    assert epochs_run == [3, 4]
+    assert (out / MODEL_FILE).read_bytes() == (data["root"] / "reference" / MODEL_FILE).read_bytes()
+    assert [h["train_loss"] for h in config["history"]] == [h["train_loss"] for h in data["reference"]["history"]]
+    again = []
+    finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False,
+             on_epoch_end=lambda epoch, m: again.append(epoch), **FAST)
+    assert again == []  # a retry of a finished step does no work
+
+
+def test_a_corrupt_or_foreign_checkpoint_is_an_error_and_nothing_is_written(data, tmp_path, capsys):
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / CHECKPOINT_FILE).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    code = main(["finetune", "--manifest", str(data["root"] / "train.parquet"), "--labels",
+                 str(data["root"] / "labels.parquet"), "--model", MODEL, "--out", str(out), "--no-tracking",
+                 "--epochs", "1", "--image-size", "32", "--drop-path", "0"])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "is corrupt" in stderr and "delete it" in stderr
+    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
+    from active_finetuning.training.finetune import _checkpoint_bytes  # a checkpoint of another recipe
+    import torch
+
+    net = torch.nn.Linear(2, 2)
+    (out / CHECKPOINT_FILE).write_bytes(_checkpoint_bytes(net, torch.optim.SGD(net.parameters(), lr=1), 1, 1,
+                                                          "another-run", []))
+    with pytest.raises(InputError, match="belongs to another run"):
+        finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False, **FAST)
+
+
+def test_empty_single_class_and_unknown_labels_are_refused(data, tmp_path):
+    train = data["train"]
+    single = Labels(train.sample_ids[train.labels == 1], np.ones(16, dtype=np.int64), CLASSES)
+    with pytest.raises(InputError, match="single class"):
+        finetune(train, single, model=MODEL, out=str(tmp_path / "m"), **FAST)
+    stranger = Labels(np.asarray(["elsewhere/1.png", "train/000.png"], dtype=object), [0, 1], CLASSES)
+    with pytest.raises(InputError, match="not in the manifest"):
+        finetune(train, stranger, model=MODEL, out=str(tmp_path / "m"), **FAST)
+    with pytest.raises(InputError, match="empty"):
+        Labels(np.asarray([], dtype=object), np.asarray([], dtype=np.int64))
+    other_names = Labels(train.sample_ids, train.labels, ["r", "g", "b"])
+    with pytest.raises(InputError, match="import the labels against this manifest"):
+        finetune(train, other_names, model=MODEL, out=str(tmp_path / "m"), **FAST)
+    assert not (tmp_path / "m").exists()
+
+
+def test_recipe_is_validated_and_its_length_scales_with_the_labeled_set():
+    assert Recipe(epochs=10, batch_size=64).plan(500) == (10, 70)
+    assert Recipe(epochs=10, batch_size=64).plan(5000) == (10, 780)
+    assert Recipe(steps=100, batch_size=64).plan(500) == (15, 105)  # whole epochs covering the budget
+    assert Recipe(batch_size=64).plan(20) == (100, 100)  # one batch of the whole set per epoch
+    for bad, message in [({"lr": -1}, "lr must be >= 0"), ({"epochs": 0}, "epochs must be an integer >= 1"),
+                         ({"crop_scale": (0.9, 0.1)}, "crop_scale"), ({"warmup": 3}, "unknown recipe parameters")]:
+        with pytest.raises(InputError, match=message):
+            Recipe.from_dict(bad)
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    recipe = Recipe(lr=0.1, warmup_lr=0.0, min_lr=0.0, warmup_fraction=0.1)
+    rates = [learning_rate(recipe, step, 100) for step in range(100)]
+    assert rates[0] == 0.0 and rates[5] == pytest.approx(0.05) and rates[10] == pytest.approx(0.1)
+    assert rates[55] == pytest.approx(0.05) and rates[99] < 1e-4
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
