@@ -1,6 +1,6 @@
 """Parameter records, declared once (as scikit-learn's ``_parameter_constraints`` do).
 
-A selection method's parameters (and the probe's) are a frozen dataclass deriving from :class:`Params`. Each field's type
+A selection method's parameters, the probe's and the finetuning recipe are a frozen dataclass deriving from :class:`Params`. Each field's type
 hint is its type (``Literal[...]`` lists its choices, ``X | None`` allows None) and
 :func:`parameter` adds its range and a one-line help. From that one declaration come:
 
@@ -90,12 +90,13 @@ class Params:
             check(field.name, getattr(self, field.name), hints[field.name], field.metadata.get("interval"))
 
     @classmethod
-    def from_values(cls, method: str = "", **values: Any):
-        """Build the record from strings or KFP values, naming any unknown parameter."""
+    def from_values(cls, owner: str = "", **values: Any):
+        """Build the record from strings or KFP values, naming any unknown parameter (and ``owner``,
+        e.g. ``"method 'activeft'"``)."""
         allowed = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(allowed))
         if unknown:
-            owner = f" for method {method!r}" if method else ""
+            owner = f" for {owner}" if owner else ""
             raise InputError(f"unknown parameter {unknown[0]!r}{owner}; its parameters are: "
                              f"{', '.join(allowed) or '(none)'}")
         hints = typing.get_type_hints(cls)
@@ -142,6 +143,10 @@ def allowed(hint: Any, interval: Interval | None) -> str:
             words.append("one of " + ", ".join(repr(c) for c in typing.get_args(kind)))
         elif kind in (int, float) and interval is not None:
             words.append(interval.describe())
+        elif typing.get_origin(kind) is tuple:
+            inner_kind = typing.get_args(kind)[0]
+            element = interval.describe() if interval is not None else allowed(inner_kind, None)
+            words.append(f"{len(typing.get_args(kind))} values, each {element}")
         else:
             words.append({int: "an integer", float: "a finite number", bool: "true or false", str: "a string",
                           dict: "a mapping of parameter names to values"}.get(kind, getattr(kind, "__name__", str(kind))))
@@ -173,6 +178,15 @@ def check(name: str, value: Any, hint: Any, interval: Interval | None = None) ->
         elif kind is dict:
             if isinstance(value, typing.Mapping):
                 return
+        elif typing.get_origin(kind) is tuple:
+            kinds = typing.get_args(kind)
+            if isinstance(value, tuple) and len(value) == len(kinds):
+                try:
+                    for element, element_kind in zip(value, kinds):
+                        check(name, element, element_kind, interval)
+                    return
+                except InputError:
+                    pass
         elif isinstance(value, kind):
             return
     raise InputError(f"parameter {name!r} must be {allowed(hint, interval)}, got {value!r}")
@@ -224,6 +238,12 @@ def _coerce_to(value: Any, kind: Any) -> Any:
         return number
     if kind is dict:
         return parse_mapping(value)
+    if typing.get_origin(kind) is tuple:  # a list (KFP, YAML) or "a,b" (CLI)
+        items = value.split(",") if isinstance(value, str) else list(value)
+        kinds = typing.get_args(kind)
+        if len(items) != len(kinds):
+            raise ValueError
+        return tuple(_coerce_to(item, element_kind) for item, element_kind in zip(items, kinds))
     if kind is str:
         if isinstance(value, str):
             return value
@@ -262,6 +282,10 @@ def invalid_values(hint: Any, interval: Interval | None) -> list[Any]:
     if any(k is str for k in inner) and not any(k in (int, float) for k in inner):
         out.append(["not", "a", "string"])
     for kind in inner:
+        if typing.get_origin(kind) is tuple:
+            out.append((1.0,) * (len(typing.get_args(kind)) + 1))
+            if interval is not None:
+                out.extend((bad,) * len(typing.get_args(kind)) for bad in interval.invalid())
         if kind in (int, float) and interval is not None:
             out.extend(interval.invalid())
         if kind is int and not any(k is float for k in inner):

@@ -85,9 +85,14 @@ def test_select_and_plan_grid_run_under_kfp_local(local_kfp):
     assert len(selection) == 6 and selection.metadata["method"] == "kcenter" and selection.metadata["seed"] == 3
 
 
-def test_numbers_in_dict_parameters_come_back_as_ints():
-    from active_finetuning.kfp.values import from_kfp
+def test_numbers_in_dict_parameters_come_back_as_their_declared_types():
+    """KFP's JSON turns every number in a dict parameter into a float and a tuple into a list; the
+    parameter declarations convert them back."""
+    from active_finetuning.selection import get_selector
+    from active_finetuning.training.finetune import Recipe
 
-    assert from_kfp({"steps": 2.0, "lr": 0.01, "crop": [0.08, 1.0], "nested": {"k": 20.0}, "name": "x"}) == {
-        "steps": 2, "lr": 0.01, "crop": [0.08, 1], "nested": {"k": 20}, "name": "x"}
-    assert isinstance(from_kfp({"steps": 2.0})["steps"], int)
+    recipe = Recipe.from_dict({"epochs": 2.0, "lr": 0.01, "crop_scale": [0.08, 1.0], "image_size": 32.0})
+    assert recipe.epochs == 2 and isinstance(recipe.epochs, int) and recipe.crop_scale == (0.08, 1.0)
+    assert recipe.image_size == 32 and isinstance(recipe.image_size, int)
+    bilaf = get_selector("bilaf").make_params(num_cores=25.0, core_params={"iterations": 20.0})
+    assert bilaf.core_selector_params().iterations == 20 and bilaf.num_cores == 25

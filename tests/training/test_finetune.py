@@ -91,8 +91,12 @@ def test_recipe_is_validated_and_its_length_scales_with_the_labeled_set():
     assert Recipe(epochs=10, batch_size=64).plan(5000) == (10, 780)
     assert Recipe(steps=100, batch_size=64).plan(500) == (15, 105)  # whole epochs covering the budget
     assert Recipe(batch_size=64).plan(20) == (100, 100)  # one batch of the whole set per epoch
-    for bad, message in [({"lr": -1}, "lr must be >= 0"), ({"epochs": 0}, "epochs must be an integer >= 1"),
-                         ({"crop_scale": (0.9, 0.1)}, "crop_scale"), ({"warmup": 3}, "unknown recipe parameters")]:
+    for bad, message in [({"lr": -1}, "'lr' must be a finite number >= 0, got -1"),
+                         ({"epochs": 0}, "'epochs' must be an integer >= 1, got 0"),
+                         ({"crop_scale": (0.9, 0.1)}, "'crop_scale' must be .low, high. with low <= high"),
+                         ({"crop_scale": (0.0, 1.0)}, "'crop_scale' must be 2 values, each a finite number in .0, 1."),
+                         ({"interpolation": "cubic"}, "'interpolation' must be one of 'bicubic'"),
+                         ({"warmup": 3}, "unknown parameter 'warmup' for the finetuning recipe")]:
         with pytest.raises(InputError, match=message):
             Recipe.from_dict(bad)
 

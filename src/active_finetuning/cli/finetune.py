@@ -8,9 +8,8 @@ from ._model_step import add_model_step_arguments, tracked_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dataclasses import fields
-
     from ..training.finetune import Recipe
+    from ._params import add_parameter_flags
 
     parser.add_argument("--manifest", required=True, help="manifest of the pool (Parquet)")
     parser.add_argument("--labels", required=True, help="labels artifact (Parquet; import-labels or oracle-labels)")
@@ -19,29 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="model folder or URI to write (resumes from its checkpoint)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_model_step_arguments(parser)
-    group = parser.add_argument_group("recipe (defaults: the papers' shape, docs/methods.md §4)")
-    defaults = Recipe()
-    for field in fields(Recipe):
-        default = getattr(defaults, field.name)
-        flag = f"--{field.name.replace('_', '-')}"
-        if isinstance(default, bool):
-            group.add_argument(flag, dest=f"recipe_{field.name}", action=argparse.BooleanOptionalAction,
-                               default=None, help=f"default {default}")
-        elif isinstance(default, tuple):
-            group.add_argument(flag, dest=f"recipe_{field.name}", type=float, nargs=2, default=None,
-                               metavar=("LOW", "HIGH"), help=f"default {default[0]} {default[1]}")
-        else:
-            kind = {"int": int, "float": float, "str": str}[str(field.type).split(" |")[0]]
-            group.add_argument(flag, dest=f"recipe_{field.name}", type=_optional(kind), default=None,
-                               help=f"default {default}")
-
-
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() == "none" else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
+    add_parameter_flags(parser.add_argument_group("recipe (defaults: the papers' shape, docs/methods.md §4)"),
+                        Recipe, "recipe_")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,15 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..labels import read_labels
     from ..training.finetune import Recipe, finetune
+    from ._params import parameter_values
 
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    values = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
-    if "crop_scale" in values:
-        values["crop_scale"] = tuple(values["crop_scale"])
-    recipe = Recipe.from_dict(values)
+    recipe = Recipe.from_dict(parameter_values(args, "recipe_"))
     manifest = read_manifest(args.manifest)
     labels = read_labels(args.labels)
     with tracked_run(args, f"finetune-{args.model}") as run:

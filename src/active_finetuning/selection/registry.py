@@ -39,7 +39,7 @@ class SelectorSpec:
 
     def make_params(self, **values: Any):
         """Build the parameter record from typed values, strings (CLI) or KFP's JSON numbers."""
-        return self.params_class.from_values(self.name, **values)
+        return self.params_class.from_values(f"method {self.name!r}", **values)
 
     def parameter_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.params_class)]

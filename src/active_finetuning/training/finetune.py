@@ -21,13 +21,14 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
 from .. import __version__
 from ..data import storage
 from ..errors import InputError
+from ..params import Interval, Params, parameter
 from ..seeding import derived_seed
 from .model import (
     CONFIG_FILE,
@@ -42,71 +43,51 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(Params):
     """The finetuning recipe (§4: SGD m=0.9, wd 1e-4, cosine + warm-up, label smoothing 0.1, RRC + flip).
 
     Length: ``epochs`` passes over the labeled set (so the step count grows with its size), or, when
     ``steps`` is given, that many optimizer steps whatever the size.
     """
 
-    epochs: int = 100
-    steps: int | None = None
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.05  # of all steps, linear from warmup_lr
-    warmup_lr: float = 1e-6
-    min_lr: float = 1e-5
-    label_smoothing: float = 0.1
-    clip_grad: float | None = 2.0
-    drop_path: float = 0.1
-    head_init_std: float = 0.01  # the new classifier: weights ~ N(0, std²), bias 0 (0: zeros)
-    image_size: int | None = None  # None: the model's data config
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    hflip: float = 0.5
-    eval_crop_pct: float | None = None  # None: the model's data config
-    interpolation: str | None = None  # None: the model's data config
-    amp: bool = True  # CUDA only
-    channels_last: bool = True  # CUDA only
-    checkpoint_every: int = 1  # epochs; 0 = never
-    seed: int = 0
-    num_workers: int = 0
+    epochs: int = parameter(100, Interval(int, 1), "passes over the labeled set")
+    steps: int | None = parameter(None, Interval(int, 1), "optimizer steps instead of epochs")
+    batch_size: int = parameter(64, Interval(int, 1), "images per step")
+    lr: float = parameter(0.01, Interval(float, 0), "peak learning rate (SGD)")
+    momentum: float = parameter(0.9, Interval(float, 0, 1, closed="left"), "SGD momentum")
+    weight_decay: float = parameter(1e-4, Interval(float, 0), "L2 weight decay")
+    warmup_fraction: float = parameter(0.05, Interval(float, 0, 1, closed="left"),
+                                       "share of all steps warming up linearly from warmup_lr")
+    warmup_lr: float = parameter(1e-6, Interval(float, 0), "learning rate at the first step")
+    min_lr: float = parameter(1e-5, Interval(float, 0), "learning rate at the end of the cosine")
+    label_smoothing: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "label smoothing")
+    clip_grad: float | None = parameter(2.0, Interval(float, 0, closed="neither"), "gradient norm clip; None: off")
+    drop_path: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "stochastic depth rate")
+    head_init_std: float = parameter(0.01, Interval(float, 0),
+                                     "the new classifier's weights ~ N(0, std²), bias 0 (0: zeros)")
+    image_size: int | None = parameter(None, Interval(int, 8), "input size; None: the model's data config")
+    crop_scale: tuple[float, float] = parameter((0.08, 1.0), Interval(float, 0, 1, closed="right"),
+                                                "RandomResizedCrop's area range (low, high)")
+    hflip: float = parameter(0.5, Interval(float, 0, 1), "horizontal flip probability")
+    eval_crop_pct: float | None = parameter(None, Interval(float, 0, 1, closed="right"),
+                                            "evaluation centre-crop share; None: the model's data config")
+    interpolation: Literal["bicubic", "bilinear", "nearest"] | None = parameter(
+        None, help="resize interpolation; None: the model's data config")
+    amp: bool = parameter(True, help="mixed precision (CUDA only)")
+    channels_last: bool = parameter(True, help="channels-last memory format (CUDA only)")
+    checkpoint_every: int = parameter(1, Interval(int, 0), "epochs between checkpoints; 0: never")
+    seed: int = parameter(0, Interval(int, 0), "the seed of shuffling, augmentation and the new classifier")
+    num_workers: int = parameter(0, Interval(int, 0), "data-loading worker processes")
 
     def __post_init__(self) -> None:
-        positive_ints = ("epochs", "batch_size")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"recipe {name} must be an integer >= 1, got {value!r}")
-        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
-            raise InputError(f"recipe steps must be an integer >= 1 or None, got {self.steps!r}")
-        for name in ("lr", "warmup_lr", "min_lr", "weight_decay", "label_smoothing", "momentum", "head_init_std"):
-            if getattr(self, name) < 0:
-                raise InputError(f"recipe {name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise InputError(f"recipe warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise InputError(f"recipe label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1):
-            raise InputError(f"recipe crop_scale must be (low, high) with 0 < low <= high <= 1, got {self.crop_scale!r}")
-        if self.image_size is not None and self.image_size < 8:
-            raise InputError(f"recipe image_size must be >= 8 pixels or None, got {self.image_size!r}")
-        if self.eval_crop_pct is not None and not 0 < self.eval_crop_pct <= 1:
-            raise InputError(f"recipe eval_crop_pct must be in (0, 1], got {self.eval_crop_pct!r}")
-        if self.checkpoint_every < 0 or self.num_workers < 0:
-            raise InputError("recipe checkpoint_every and num_workers must be >= 0")
+        super().__post_init__()
+        if not self.crop_scale[0] <= self.crop_scale[1]:
+            raise InputError(f"parameter 'crop_scale' must be (low, high) with low <= high, got {self.crop_scale!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Recipe":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown recipe parameters {unknown}; known: {sorted(known)}")
-        values = dict(values)
-        if "crop_scale" in values:
-            values["crop_scale"] = tuple(float(v) for v in values["crop_scale"])
-        return cls(**values)
+        """The recipe from overrides as the CLI, YAML or KFP give them (strings, lists, whole floats)."""
+        return cls.from_values("the finetuning recipe", **values)
 
     def steps_per_epoch(self, labeled: int) -> int:
         # the last partial batch is dropped (as DeiT does) unless the whole set is one batch

@@ -17,10 +17,9 @@ def finetune(manifest: dsl.Input[dsl.Dataset], labels: dsl.Input[dsl.Dataset], m
         model: The finetuned model (a folder: ``model.safetensors`` and ``config.json``).
     """
     from active_finetuning.data.manifest import read_manifest
-    from active_finetuning.kfp.values import from_kfp
     from active_finetuning.labels import read_labels
     from active_finetuning.training.finetune import finetune as train
 
     config = train(read_manifest(manifest.path), read_labels(labels.path), model=model_name,
-                   weights=weights_uri or None, out=model.path, progress=False, **from_kfp(recipe))
+                   weights=weights_uri or None, out=model.path, progress=False, **recipe)
     model.metadata.update({"model": model_name, "classes": len(config.get("classes", []))})
