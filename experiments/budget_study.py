@@ -138,81 +138,55 @@ def load_scores(cache: str) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def summarise(scores: dict) -> dict:
-    """{(method, budget): {metric: (mean, std, runs)}} over seeds."""
+def times(scores: dict) -> dict:
+    """{(method, budget): (mean seconds, timed runs)}; reused selections have no time."""
     grouped: dict = {}
     for key, value in scores.items():
         method, budget, _ = key.rsplit("-", 2)
-        grouped.setdefault((method, int(budget[1:])), []).append(value)
-    table = {}
-    for group, runs in grouped.items():
-        table[group] = {}
-        for metric in ("probe", "knn", "seconds"):
-            values = [r[metric] for r in runs if r[metric] is not None]  # reused runs have no time
-            table[group][metric] = ((float(np.mean(values)), float(np.std(values)), len(values))
-                                    if values else (float("nan"), float("nan"), 0))
-    return table
+        if value["seconds"] is not None:
+            grouped.setdefault((method, int(budget[1:])), []).append(value["seconds"])
+    return {group: (float(np.mean(values)), len(values)) for group, values in grouped.items()}
+
+
+def accuracy_rows(scores: dict, metric: str, budgets) -> list[dict]:
+    """One row per selection, as the library's study report takes them."""
+    rows = []
+    for key, value in scores.items():
+        method, budget, seed = key.rsplit("-", 2)
+        if int(budget[1:]) in budgets:
+            rows.append({"method": method, "budget": budget[1:], "budget_count": int(budget[1:]),
+                         "seed": int(seed[1:]), "accuracy": value[metric]})
+    return rows
 
 
 def command_report(args) -> None:
-    table = summarise(load_scores(args.cache))
-    budgets = sorted({b for _, b in table} & set(args.budgets))  # not the cores made for bilaf-paper
-    methods = [m for m in METHODS if any((m, b) in table for b in budgets)]
-    for metric, title in (("probe", "linear probe"), ("knn", "weighted 20-NN")):
-        print(f"\n{title} accuracy (%), mean ± std over seeds (n = runs)\n")
-        print("| method | " + " | ".join(str(b) for b in budgets) + " |")
-        print("| --- |" + " --- |" * len(budgets))
-        for method in methods:
-            cells = []
-            for budget in budgets:
-                if (method, budget) not in table:
-                    cells.append("–")
-                    continue
-                mean, std, runs = table[method, budget][metric]
-                cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}" + ("" if runs == 3 else f" (n={runs})"))
-            print(f"| {method} | " + " | ".join(cells) + " |")
-    print("\nselection time (s), mean over the timed runs (n = runs with a time)\n")
-    print("| method | " + " | ".join(str(b) for b in budgets) + " |")
-    print("| --- |" + " --- |" * len(budgets))
-    for method in methods:
-        print(f"| {method} | " + " | ".join(_time_cell(table.get((method, b))) for b in budgets) + " |")
-    if args.plot:
-        _plot(table, methods, budgets, args.plot)
-        print(f"\nplot: {args.plot}")
-
-
-def _time_cell(cell) -> str:
-    if cell is None or not cell["seconds"][2]:
-        return "–"
-    mean, _, runs = cell["seconds"]
-    return f"{mean:.0f}" + ("" if runs == 3 else f" (n={runs})")
-
-
-def _plot(table, methods, budgets, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The tables and plot of the library's study report (mean ± std over seeds), and the times."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axis, metric, title in zip(axes, ("probe", "knn"), ("linear probe", "20-NN")):
-        for method in methods:
-            xs = [b for b in budgets if (method, b) in table]
-            means = np.array([100 * table[method, b][metric][0] for b in xs])
-            stds = np.array([100 * table[method, b][metric][1] for b in xs])
-            dashed = method.startswith("bilaf")  # default BiLAF equals ActiveFT: keep both visible
-            axis.errorbar(xs, means, yerr=stds, marker="s" if dashed else "o", capsize=3, label=method,
-                          linestyle="--" if dashed else "-")
-        axis.set_xscale("log")
-        axis.minorticks_off()
-        axis.set_xticks(budgets, [str(b) for b in budgets])
-        axis.set_xlabel("labeled samples (budget)")
-        axis.set_ylabel("test accuracy (%)")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    from active_finetuning.study.report import accuracy_figure, accuracy_table, markdown_table
+
+    scores = load_scores(args.cache)
+    tables = {}
+    for metric, title in (("probe", "linear probe"), ("knn", "weighted 20-NN")):
+        tables[metric] = accuracy_table(accuracy_rows(scores, metric, set(args.budgets)))
+        print(f"\n{title}\n\n{markdown_table(tables[metric])}")
+    timed = times(scores)
+    budgets = sorted(tables["probe"]["budget_count"].unique())
+    print("selection time (s), mean over the timed runs (n = runs with a time)\n")
+    print("| method | " + " | ".join(str(b) for b in budgets) + " |")
+    print("| --- |" + " --- |" * len(budgets))
+    for method in sorted(tables["probe"]["method"].unique()):
+        cells = [f"{timed[method, b][0]:.0f}" + ("" if timed[method, b][1] == 3 else f" (n={timed[method, b][1]})")
+                 if (method, b) in timed else "–" for b in budgets]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    if args.plot:
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        accuracy_figure(tables["probe"], axis=axes[0], title="linear probe")
+        accuracy_figure(tables["knn"], axis=axes[1], title="20-NN")
+        figure.tight_layout()
+        figure.savefig(args.plot, dpi=110)
+        plt.close(figure)
+        print(f"\nplot: {args.plot}")
 
 
 def main(argv=None) -> int:

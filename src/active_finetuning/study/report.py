@@ -29,10 +29,11 @@ def _pyplot():
     return plt
 
 
-def accuracy_figure(table):
-    """Mean top-1 accuracy against labeled samples, one line per method, ±1 std as a band."""
+def accuracy_figure(table, axis=None, title: str = "accuracy vs labeling budget"):
+    """Mean top-1 accuracy against labeled samples, one line per method, ±1 std as a band; on a
+    new figure, or on ``axis`` of the caller's (which then owns the figure)."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    figure, axis = plt.subplots(figsize=(6.4, 4.2)) if axis is None else (axis.figure, axis)
     for method, group in table.groupby("method", sort=True):
         group = group.sort_values("budget_count")
         x = group["budget_count"].to_numpy()
@@ -45,7 +46,7 @@ def accuracy_figure(table):
         axis.set_xscale("log")
     axis.set_xlabel("labeled samples (budget)")
     axis.set_ylabel("top-1 accuracy (%)")
-    axis.set_title("accuracy vs labeling budget")
+    axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
@@ -129,7 +130,8 @@ def markdown_table(table) -> str:
                 cells.append("–")
             else:
                 row = hit.iloc[0]
-                cells.append(f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}")
+                fewer = f" (n={int(row['seeds'])})" if row["seeds"] < table["seeds"].max() else ""
+                cells.append(f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}{fewer}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     seeds = int(table["seeds"].max())
     return ("Top-1 accuracy (%) by method and labeling budget (samples), mean ± std over "
