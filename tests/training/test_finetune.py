@@ -8,7 +8,7 @@ import pytest
 from active_finetuning.cli.main import main
 from active_finetuning.errors import InputError
 from active_finetuning.labels import Labels
-from active_finetuning.training.finetune import CHECKPOINT_FILE, Recipe, finetune, learning_rate
+from active_finetuning.training.finetune import CHECKPOINT_FILE, Recipe, finetune, lr_scheduler, sgd
 from active_finetuning.training.model import MODEL_FILE
 from tests.training.conftest import CLASSES, FAST, MODEL
 
@@ -102,8 +102,17 @@ def test_recipe_is_validated_and_its_length_scales_with_the_labeled_set():
 
 
 def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    import timm
+
     recipe = Recipe(lr=0.1, warmup_lr=0.0, min_lr=0.0, warmup_fraction=0.1)
-    rates = [learning_rate(recipe, step, 100) for step in range(100)]
+    optimizer = sgd(timm.create_model("test_efficientnet", pretrained=False, num_classes=3), recipe)
+    scheduler = lr_scheduler(optimizer, recipe, 100)
+    rates = []
+    for step in range(100):
+        scheduler.step_update(step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert {group["weight_decay"] for group in optimizer.param_groups} == {0.0, recipe.weight_decay}
+    assert not optimizer.param_groups[0]["nesterov"] and optimizer.param_groups[0]["momentum"] == 0.9
     assert rates[0] == 0.0 and rates[5] == pytest.approx(0.05) and rates[10] == pytest.approx(0.1)
     assert rates[55] == pytest.approx(0.05) and rates[99] < 1e-4
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))

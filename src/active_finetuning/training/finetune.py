@@ -100,13 +100,23 @@ class Recipe(Params):
         return epochs, epochs * per_epoch
 
 
-def learning_rate(recipe: Recipe, step: int, total: int) -> float:
-    """Linear warm-up from ``warmup_lr`` then cosine decay to ``min_lr`` (§4), per optimizer step."""
+def lr_scheduler(optimizer, recipe: Recipe, total: int):
+    """timm's cosine schedule, per optimizer step: linear warm-up from ``warmup_lr`` over
+    ``warmup_fraction`` of the steps, then cosine decay to ``min_lr`` (§4). Call
+    ``step_update(step)`` before each step."""
+    from timm.scheduler import CosineLRScheduler
+
     warmup = int(recipe.warmup_fraction * total)
-    if step < warmup:
-        return recipe.warmup_lr + (recipe.lr - recipe.warmup_lr) * step / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return recipe.min_lr + 0.5 * (recipe.lr - recipe.min_lr) * (1 + math.cos(math.pi * progress))
+    return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr, warmup_t=warmup,
+                             warmup_lr_init=recipe.warmup_lr, warmup_prefix=True, t_in_epochs=False)
+
+
+def sgd(network, recipe: Recipe):
+    """timm's optimizer factory: SGD with momentum (no Nesterov), no weight decay on biases and norms."""
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(network, opt="momentum", lr=recipe.lr, weight_decay=recipe.weight_decay,
+                               momentum=recipe.momentum)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -294,12 +304,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     network = network.to(device)
     if cuda and recipe.channels_last:
         network = network.to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for name, param in network.named_parameters():
-        (no_decay if param.ndim <= 1 else decay).append(param)  # no decay on biases and norms, as timm
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=recipe.lr, momentum=recipe.momentum)
+    optimizer = sgd(network, recipe)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and recipe.amp and amp_dtype == torch.float16)
@@ -314,6 +319,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
                         "classes": len(classes), "epochs": epochs, "total_steps": total_steps,
                         "resumed_from_epoch": start_epoch, "recipe": asdict(recipe)})
 
+    scheduler = lr_scheduler(optimizer, recipe, total_steps)
     dataset = ManifestImages(manifest, rows, labels.labels, train_transform(data, recipe))
     per_epoch = recipe.steps_per_epoch(len(labels))
     started = time.perf_counter()
@@ -326,8 +332,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         network.train()
         loss_sum, hits, seen = 0.0, 0, 0
         for images, targets in image_loader(dataset, batches, recipe.num_workers, device):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, step, total_steps)
+            scheduler.step_update(step)
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if cuda and recipe.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
