@@ -47,26 +47,40 @@ def resolve_tracking_uri(uri: str | None = None, local_dir: str | os.PathLike = 
     return uri
 
 
+class _Unhealthy(RuntimeError):
+    pass
+
+
 def ping(uri: str, attempts: int = 4, backoff: float = 0.5, timeout: float = 5.0) -> None:
-    """Wait for an http(s) tracking server's ``/health``; an :class:`InputError` naming ``uri`` if it never answers."""
+    """Wait for an http(s) tracking server's ``/health``, retried with exponential backoff by the
+    same google-api-core ``Retry`` as every storage call; an :class:`InputError` naming ``uri`` if it
+    never answers."""
+    from google.api_core.retry import Retry, if_exception_type
+
     if not uri.lower().startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
-    error: Exception | None = None
-    for attempt in range(attempts):
+    tries: list[Exception] = []
+
+    def health() -> None:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 if response.status == 200:
                     return
-                error = RuntimeError(f"HTTP {response.status}")
+                error: Exception = _Unhealthy(f"HTTP {response.status}")
         except (urllib.error.URLError, OSError) as err:
             error = err
-        if attempt + 1 < attempts:
-            time.sleep(backoff * 2 ** attempt)
-    raise InputError(
-        f"the MLflow tracking server at {uri!r} could not be reached after {attempts} attempts ({error}); "
-        "start it, fix MLFLOW_TRACKING_URI / --tracking-uri, or run without tracking"
-    )
+        tries.append(error)
+        if len(tries) >= attempts:
+            raise InputError(
+                f"the MLflow tracking server at {uri!r} could not be reached after {attempts} attempts ({error}); "
+                "start it, fix MLFLOW_TRACKING_URI / --tracking-uri, or run without tracking"
+            )
+        raise error
+
+    retry = Retry(predicate=if_exception_type(urllib.error.URLError, OSError, _Unhealthy), initial=backoff,
+                  multiplier=2.0, maximum=backoff * 2 ** attempts, timeout=None)
+    retry(health)()
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
