@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.mlflow_fixtures import mlflow_server  # noqa: F401  (a real MLflow server fixture)
-
 from tests.gcs_fixtures import gcs_bucket, gcs_emulator  # noqa: F401  (a real GCS emulator)
+from tests.mlflow_fixtures import mlflow_server  # noqa: F401  (a real MLflow server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT.parent / "shared" / "data" / "cifar10"

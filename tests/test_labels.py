@@ -10,13 +10,19 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from active_finetuning.data.artifacts import Selection, write_selection
 from active_finetuning.cli.main import main
+from active_finetuning.data.artifacts import Selection, write_selection
+from active_finetuning.data.manifest import Manifest, write_manifest
 from active_finetuning.errors import InputError
 from active_finetuning.labels import (
-    Labels, export_for_annotation, import_labels, label_studio_config, oracle_labels, read_labels, write_labels,
+    Labels,
+    export_for_annotation,
+    import_labels,
+    label_studio_config,
+    oracle_labels,
+    read_labels,
+    write_labels,
 )
-from active_finetuning.data.manifest import Manifest, write_manifest
 from tests.conftest import run_cli
 
 CLASSES = ["cat", "dog", "frog"]

@@ -8,8 +8,15 @@ import typing
 import pytest
 
 from active_finetuning.errors import InputError
+from active_finetuning.params import (
+    Interval,
+    Params,
+    check,
+    coerce,
+    invalid_values,
+    parameter,
+)
 from active_finetuning.selection import get_selector, list_selectors
-from active_finetuning.params import Interval, Params, check, coerce, invalid_values, parameter
 
 
 def _declared():

@@ -3,8 +3,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from active_finetuning.data.artifacts import (FeatureTable, Selection, read_features, read_selection,
-                                         write_features, write_selection)
+from active_finetuning.data.artifacts import (
+    FeatureTable,
+    Selection,
+    read_features,
+    read_selection,
+    write_features,
+    write_selection,
+)
 from active_finetuning.errors import InputError
 
 

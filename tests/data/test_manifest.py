@@ -12,9 +12,14 @@ import pytest
 from PIL import Image
 
 from active_finetuning.data import storage
-from active_finetuning.errors import InputError
 from active_finetuning.data.images import decode_image
-from active_finetuning.data.manifest import Manifest, build_manifest, read_manifest, write_manifest
+from active_finetuning.data.manifest import (
+    Manifest,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
+from active_finetuning.errors import InputError
 from tests.conftest import run_cli
 
 

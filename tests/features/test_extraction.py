@@ -13,10 +13,16 @@ from PIL import Image
 
 from active_finetuning.data import storage
 from active_finetuning.data.artifacts import read_features, read_table
-from active_finetuning.errors import InputError
-from active_finetuning.features.extraction import (Preprocessing, extract, merge_features, parse_shard, shard_rows)
 from active_finetuning.data.images import decode_image
 from active_finetuning.data.manifest import Manifest, read_manifest, write_manifest
+from active_finetuning.errors import InputError
+from active_finetuning.features.extraction import (
+    Preprocessing,
+    extract,
+    merge_features,
+    parse_shard,
+    shard_rows,
+)
 from tests.conftest import run_cli
 
 TINY = "mobilenetv3_small_050"

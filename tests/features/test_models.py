@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from active_finetuning.data import storage
-from active_finetuning.features import models
 from active_finetuning.errors import InputError
+from active_finetuning.features import models
 
 TINY = "mobilenetv3_small_050"
 

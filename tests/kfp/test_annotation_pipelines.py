@@ -38,7 +38,10 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
     from kfp import local
 
     from active_finetuning.data.artifacts import read_selection
-    from active_finetuning.kfp.pipelines import select_for_annotation_pipeline, train_on_annotations_pipeline
+    from active_finetuning.kfp.pipelines import (
+        select_for_annotation_pipeline,
+        train_on_annotations_pipeline,
+    )
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                raise_on_error=True)

@@ -7,7 +7,6 @@ import pytest
 
 from tests.conftest import gaussian_mixture
 
-
 COMPONENT_NAMES = ["build-manifest", "diagnose", "evaluate", "export-for-annotation", "extract-features", "finetune",
                    "import-labels", "merge-features", "oracle-labels", "plan-grid", "plan-shards", "probe",
                    "report", "select", "start-study", "track-cell"]
@@ -63,7 +62,11 @@ def local_kfp(tmp_path):
 
 
 def test_select_and_plan_grid_run_under_kfp_local(local_kfp):
-    from active_finetuning.data.artifacts import FeatureTable, read_selection, write_features
+    from active_finetuning.data.artifacts import (
+        FeatureTable,
+        read_selection,
+        write_features,
+    )
     from active_finetuning.kfp.components import plan_grid, select
 
     features, labels = gaussian_mixture(120, 8, 4)

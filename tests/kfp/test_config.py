@@ -4,7 +4,6 @@
 import pytest
 
 
-
 def test_pipeline_configuration_is_validated(tmp_path):
     from active_finetuning.errors import InputError
     from active_finetuning.kfp.config import check_cron, load_config, parse_overrides

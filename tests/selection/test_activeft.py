@@ -7,8 +7,12 @@ import torch
 from active_finetuning.data.artifacts import FeatureTable, write_features
 from active_finetuning.errors import InputError
 from active_finetuning.selection import select
+from active_finetuning.selection.activeft import (
+    ActiveFTParams,
+    _blockwise,
+    _centroid_gradient,
+)
 from active_finetuning.selection.api import unit_rows
-from active_finetuning.selection.activeft import ActiveFTParams, _blockwise, _centroid_gradient
 from tests.conftest import gaussian_mixture, run_cli
 from tests.oracles.activeft_dense import dense_activeft
 

@@ -5,7 +5,7 @@ import pytest
 
 from active_finetuning.data.artifacts import FeatureTable, write_selection
 from active_finetuning.errors import InputError
-from active_finetuning.selection import list_selectors, resolve_budget, select
+from active_finetuning.selection import list_selectors, select
 from tests.conftest import gaussian_mixture
 
 FAST = {"activeft": {"iterations": 30}, "bilaf": {"core_params": "iterations=30"}}
@@ -66,14 +66,6 @@ def test_unknown_parameter_is_named(method, mixture):
 def test_unknown_method_lists_the_registered_ones(mixture):
     with pytest.raises(InputError, match="unknown method 'nope'.*activeft"):
         select(mixture[0], 5, "nope")
-
-
-def test_percentage_budget_follows_the_official_rounding():
-    assert resolve_budget("1%", 50_000) == 500
-    assert resolve_budget("0.5%", 50_000) == 250
-    assert resolve_budget("1%", 1_281_167) == 12_811
-    assert resolve_budget("2%", 1_281_167) == 25_623
-    assert resolve_budget("100%", 7) == 7
 
 
 def test_kmeans_and_kcenter_cover_every_cluster_of_a_clear_mixture():

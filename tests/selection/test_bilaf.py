@@ -7,7 +7,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from active_finetuning.data.artifacts import FeatureTable, write_features, write_selection
+from active_finetuning.data.artifacts import (
+    FeatureTable,
+    write_features,
+    write_selection,
+)
 from active_finetuning.errors import InputError
 from active_finetuning.selection import bilaf, select
 from active_finetuning.selection.api import unit_rows

@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from active_finetuning.selection.clustering import kmeans, kmeans_plusplus, minibatch_kmeans
+from active_finetuning.selection.clustering import (
+    kmeans,
+    kmeans_plusplus,
+    minibatch_kmeans,
+)
 from tests.conftest import gaussian_mixture, unit_mixture
 
 

@@ -3,7 +3,10 @@
 import numpy as np
 import torch
 
-from active_finetuning.selection.neighbours import nearest_neighbours, nearest_other_group
+from active_finetuning.selection.neighbours import (
+    nearest_neighbours,
+    nearest_other_group,
+)
 from tests.conftest import unit_mixture
 
 

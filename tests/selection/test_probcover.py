@@ -7,7 +7,11 @@ from active_finetuning.errors import InputError
 from active_finetuning.selection import select
 from active_finetuning.selection.probcover import ball_graph, purity_radius
 from tests.conftest import gaussian_mixture, unit_mixture
-from tests.oracles.typiclust_probcover_dense import (dense_probcover, dense_pure_fraction, pairwise_distance)
+from tests.oracles.typiclust_probcover_dense import (
+    dense_probcover,
+    dense_pure_fraction,
+    pairwise_distance,
+)
 
 
 def test_probcover_greedy_cover_equals_the_dense_oracle():

@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from active_finetuning.selection.exact import exact_matmul
 from active_finetuning.selection.similarity import (
-    nearest_by_similarity,
     snap_to_unique_samples,
 )
 from tests.conftest import gaussian_mixture
@@ -39,24 +37,6 @@ def test_snapping_equals_full_sort_even_when_topk_is_exhausted(topk, dtype):
     picks = snap_to_unique_samples(centers, pool, topk=topk, excluded=excluded)
     assert picks.tolist() == full_sort_snap(centers, pool, excluded)
     assert len(set(picks.tolist())) == len(picks) and not set(picks.tolist()) & {3, 7, 11}
-
-
-def test_exact_matmul_forces_full_float32_and_restores_the_user_setting():
-    generator = torch.Generator().manual_seed(3)
-    points, centers = torch.randn(300, 256, generator=generator), torch.randn(40, 256, generator=generator)
-    expected = (points.double() @ centers.double().T)
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("medium")  # what a user may set for their own model
-    try:
-        with exact_matmul():
-            assert torch.get_float32_matmul_precision() == "highest"
-            product = points @ centers.T
-        assert torch.get_float32_matmul_precision() == "medium"
-        index, _ = nearest_by_similarity(points, centers)
-    finally:
-        torch.set_float32_matmul_precision(previous)
-    assert (product.double() - expected).abs().max() < 1e-4  # float32, not bfloat16 (~1e-1 here)
-    assert torch.equal(index, expected.argmax(dim=1))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -8,8 +8,11 @@ from active_finetuning.selection.api import unit_rows
 from active_finetuning.selection.clustering import cluster_pool
 from active_finetuning.selection.typiclust import typicality
 from tests.conftest import gaussian_mixture, unit_mixture
-from tests.oracles.typiclust_probcover_dense import (dense_typicality,
-                                       pairwise_distance, typiclust_loop)
+from tests.oracles.typiclust_probcover_dense import (
+    dense_typicality,
+    pairwise_distance,
+    typiclust_loop,
+)
 
 
 def test_typicality_matches_the_papers_definition_and_the_authors_squared_distances():

@@ -5,10 +5,9 @@ import json
 import pytest
 
 
-
 def test_result_summary_of_a_probe_and_of_an_evaluation():
-    from active_finetuning.training.evaluate import classification_metrics
     from active_finetuning.study.cells import result_summary
+    from active_finetuning.training.evaluate import classification_metrics
 
     metrics = classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], classes=["a", "b"])
     summary = result_summary({"kind": "probe", "linear_probe": metrics, "knn": metrics, "params": {"C": 0.5}})
@@ -22,9 +21,8 @@ def test_result_summary_of_a_probe_and_of_an_evaluation():
 def test_publish_result_writes_the_report_logs_to_kfp_outputs_and_returns_the_summary(tmp_path):
     from kfp import dsl
 
-    from active_finetuning.training.evaluate import classification_metrics, read_metrics
-
     from active_finetuning.study.cells import publish_result
+    from active_finetuning.training.evaluate import classification_metrics, read_metrics
 
     result = {"kind": "evaluate", **classification_metrics([0, 1, 1, 0], [0, 1, 0, 0], classes=["a", "b"])}
     metrics, confusion = dsl.Metrics(), dsl.ClassificationMetrics()

@@ -7,11 +7,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from active_finetuning.study import diagnostics
-from active_finetuning.data.artifacts import FeatureTable, write_features, write_selection
+from active_finetuning.cli.main import main
+from active_finetuning.data.artifacts import (
+    FeatureTable,
+    write_features,
+    write_selection,
+)
 from active_finetuning.selection import select
 from active_finetuning.selection.api import unit_rows
-from active_finetuning.cli.main import main
+from active_finetuning.study import diagnostics
 from tests.conftest import gaussian_mixture
 from tests.oracles.typiclust_probcover_dense import pairwise_distance
 

@@ -4,7 +4,6 @@
 import pytest
 
 
-
 def test_plan_grid_rejects_bad_studies_before_any_work():
     from active_finetuning.errors import InputError
     from active_finetuning.study.plan import plan_grid, plan_shards

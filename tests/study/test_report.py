@@ -31,8 +31,11 @@ def test_accuracy_table_is_mean_and_std_over_seeds():
 
 def test_figures(tmp_path):
     from active_finetuning.data.artifacts import FeatureTable, Selection
-    from active_finetuning.study.report import accuracy_figure, selection_figure
-    from active_finetuning.study.report import accuracy_table
+    from active_finetuning.study.report import (
+        accuracy_figure,
+        accuracy_table,
+        selection_figure,
+    )
 
     figure = accuracy_figure(accuracy_table(_rows()))
     figure.savefig(tmp_path / "plot.png")

@@ -6,10 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from active_finetuning.labels import Labels, write_labels
 from active_finetuning.data.manifest import Manifest, write_manifest
+from active_finetuning.labels import Labels, write_labels
 from active_finetuning.training.finetune import finetune
-
 
 CLASSES = ["red", "green", "blue"]
 

@@ -8,7 +8,13 @@ import pytest
 from active_finetuning.cli.main import main
 from active_finetuning.errors import InputError
 from active_finetuning.labels import Labels
-from active_finetuning.training.finetune import CHECKPOINT_FILE, Recipe, finetune, lr_scheduler, sgd
+from active_finetuning.training.finetune import (
+    CHECKPOINT_FILE,
+    Recipe,
+    finetune,
+    lr_scheduler,
+    sgd,
+)
 from active_finetuning.training.model import MODEL_FILE
 from tests.training.conftest import CLASSES, FAST, MODEL
 
@@ -60,8 +66,11 @@ def test_a_corrupt_or_foreign_checkpoint_is_an_error_and_nothing_is_written(data
     stderr = capsys.readouterr().err
     assert code == 2 and "is corrupt" in stderr and "delete it" in stderr
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
-    from active_finetuning.training.finetune import _checkpoint_bytes  # a checkpoint of another recipe
     import torch
+
+    from active_finetuning.training.finetune import (
+        _checkpoint_bytes,  # a checkpoint of another recipe
+    )
 
     net = torch.nn.Linear(2, 2)
     (out / CHECKPOINT_FILE).write_bytes(_checkpoint_bytes(net, torch.optim.SGD(net.parameters(), lr=1), 1, 1,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from active_finetuning.cli.main import main
-from active_finetuning.errors import InputError
 from active_finetuning.data.manifest import Manifest
+from active_finetuning.errors import InputError
 from active_finetuning.training.model import MODEL_FILE
 from tests.conftest import run_cli
 from tests.training.conftest import CLASSES

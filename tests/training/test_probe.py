@@ -5,11 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from active_finetuning.data.artifacts import FeatureTable, Selection, write_features, write_selection
 from active_finetuning.cli.main import main
+from active_finetuning.data.artifacts import (
+    FeatureTable,
+    Selection,
+    write_features,
+    write_selection,
+)
 from active_finetuning.errors import InputError
-from active_finetuning.training.probe import ProbeParams, knn_scores, probe
 from active_finetuning.labels import Labels, write_labels
+from active_finetuning.training.probe import ProbeParams, knn_scores, probe
 from tests.conftest import gaussian_mixture, run_cli
 
 

@@ -1,0 +1,95 @@
+"""Exact products and sums: sampled dot products, correctly rounded float32 products with any thread count, exact matmul precision."""
+
+
+import numpy as np
+import pytest
+import torch
+
+from active_finetuning.selection.exact import exact_matmul, sampled_products
+from active_finetuning.selection.similarity import (
+    nearest_by_similarity,
+)
+from tests.selection.test_screen import unit
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sampled_products_do_not_depend_on_the_other_pairs_asked(threads):
+    # The loss uses these values whichever assignment path asked for them: same bits required.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(8)
+        points = unit(torch.randn(5000, 640, generator=generator))
+        centers = unit(torch.randn(300, 640, generator=generator))
+        index = torch.randint(0, 300, (5000,), generator=generator)
+        everything = sampled_products(points, centers, torch.arange(5000), index)
+        rows = torch.sort(torch.randperm(5000, generator=generator)[:1234]).values
+        extra = torch.randint(0, 300, (1234,), generator=generator)
+        pair_rows, order = torch.sort(torch.cat([rows, rows]), stable=True)
+        pair_cols = torch.cat([index[rows], extra])[order]
+        several = sampled_products(points, centers, pair_rows, pair_cols)
+        first = several[torch.argsort(order)[:1234]]
+        gathered = sampled_products(points[rows], centers, torch.arange(1234), index[rows])
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(everything[rows], first) and torch.equal(everything[rows], gathered)
+
+
+def _nearest_float32(value) -> float:
+    """Independent correct rounding of an exact Fraction to float32 (ties to even)."""
+    from fractions import Fraction
+
+    guess = np.float32(float(value))
+    options = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    distance = [abs(Fraction(float(o)) - value) for o in options]
+    best = min(distance)
+    ties = [o for o, d in zip(options, distance) if d == best]
+    return float(ties[0] if len(ties) == 1 else next(o for o in ties if int(o.view(np.int32)) % 2 == 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
+    from fractions import Fraction
+
+    from active_finetuning.selection.exact import rounded_products
+
+    generator = torch.Generator().manual_seed(6)
+    left = torch.randn(64, 1280, generator=generator)  # a shape whose float32 GEMM changes with threads here
+    right = torch.randn(64, 1280, generator=generator) * torch.logspace(-30, 0, 1280)  # tiny terms too
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = rounded_products(left, right)
+    finally:
+        torch.set_num_threads(previous)
+    a, b = left.double().numpy(), right.double().numpy()
+    for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
+        exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a[i], b[j]))
+        assert float(got[i, j]) == _nearest_float32(exact)
+
+
+@pytest.mark.parametrize("tail, expected", [(2.0**-80, 1 + 2.0**-23), (-(2.0**-80), 1.0), (0.0, 1.0)])
+def test_exact_sums_round_once_at_a_float32_midpoint(tail, expected):
+    # 1 + 2⁻²⁴ is halfway between two float32 values; a tail below float64's resolution decides.
+    from active_finetuning.selection.exact import _correctly_rounded_float32
+
+    assert _correctly_rounded_float32(np.array([1.0 + 2.0**-24, tail])) == expected
+
+
+def test_exact_matmul_forces_full_float32_and_restores_the_user_setting():
+    generator = torch.Generator().manual_seed(3)
+    points, centers = torch.randn(300, 256, generator=generator), torch.randn(40, 256, generator=generator)
+    expected = (points.double() @ centers.double().T)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")  # what a user may set for their own model
+    try:
+        with exact_matmul():
+            assert torch.get_float32_matmul_precision() == "highest"
+            product = points @ centers.T
+        assert torch.get_float32_matmul_precision() == "medium"
+        index, _ = nearest_by_similarity(points, centers)
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    assert (product.double() - expected).abs().max() < 1e-4  # float32, not bfloat16 (~1e-1 here)
+    assert torch.equal(index, expected.argmax(dim=1))
+
