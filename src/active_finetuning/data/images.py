@@ -55,3 +55,32 @@ def to_rgb(image):
     if image.mode == "RGB":
         return image
     return image.convert("RGB")
+
+
+class ManifestImages:
+    """The one image dataset (map-style): item k is the manifest row ``rows[k]``, decoded and
+    transformed, with its target (``labels[k]``, or k itself when there are no labels: extraction
+    keeps its order with it) and an error message. ``tolerate_bad=True`` (extraction with
+    ``bad_images="skip"``) turns an undecodable image into a zero tensor and the message; otherwise
+    it is raised."""
+
+    def __init__(self, manifest, rows, transform, labels=None, tolerate_bad: bool = False,
+                 shape: tuple[int, int] | None = None):
+        self.manifest, self.rows, self.transform = manifest, np.asarray(rows, dtype=np.int64), transform
+        self.labels, self.tolerate_bad, self.shape = labels, tolerate_bad, shape
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, k: int):
+        import torch
+
+        row = int(self.rows[k])
+        target = k if self.labels is None else int(self.labels[k])
+        try:
+            image = decode_image(self.manifest.load_bytes(row), str(self.manifest.sample_ids[row]))
+        except InputError as err:
+            if not self.tolerate_bad:
+                raise
+            return torch.zeros(3, *self.shape), target, str(err)
+        return self.transform(image), target, ""

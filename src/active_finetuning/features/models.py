@@ -166,20 +166,6 @@ def _positional_mapping(target: dict, given: dict, head: set[str], source: str) 
     return dict(zip(model_keys, given_keys))
 
 
-def data_config(model) -> dict:
-    """The model's preprocessing record: ``input_size`` (C, H, W), ``interpolation``, ``mean``, ``std``, ``crop_pct``."""
-    import timm.data
-
-    config = timm.data.resolve_data_config({}, model=model)
-    return {
-        "input_size": tuple(int(v) for v in config["input_size"]),
-        "interpolation": str(config["interpolation"]),
-        "mean": tuple(float(v) for v in config["mean"]),
-        "std": tuple(float(v) for v in config["std"]),
-        "crop_pct": float(config.get("crop_pct", 1.0)),
-    }
-
-
 _IDENTITY_CACHE: dict[tuple, str] = {}
 
 

@@ -36,7 +36,6 @@ from .model import (
     MODEL_FORMAT,
     ManifestImages,
     image_loader,
-    interpolation_mode,
 )
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -142,12 +141,12 @@ def preprocessing(model_config: dict, recipe: Recipe) -> dict:
 
 def train_transform(data: dict, recipe: Recipe):
     import torch
-    from torchvision.transforms import v2
+    from torchvision.transforms import InterpolationMode, v2
 
     return v2.Compose([
         v2.ToImage(),
         v2.RandomResizedCrop(data["image_size"], scale=tuple(recipe.crop_scale),
-                             interpolation=interpolation_mode(data["interpolation"]), antialias=True),
+                             interpolation=InterpolationMode(data["interpolation"]), antialias=True),
         v2.RandomHorizontalFlip(recipe.hflip),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(data["mean"], data["std"]),
@@ -259,7 +258,8 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     import torch
 
     from ..data.manifest import manifest_rows
-    from ..features.models import create_model, data_config, weights_identity
+    from ..data.preprocessing import data_config
+    from ..features.models import create_model, weights_identity
     from ..labels import check_labeled_set
     from ..progress import progress_bar
 
@@ -320,7 +320,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
                         "resumed_from_epoch": start_epoch, "recipe": asdict(recipe)})
 
     scheduler = lr_scheduler(optimizer, recipe, total_steps)
-    dataset = ManifestImages(manifest, rows, labels.labels, train_transform(data, recipe))
+    dataset = ManifestImages(manifest, rows, train_transform(data, recipe), labels=labels.labels)
     per_epoch = recipe.steps_per_epoch(len(labels))
     started = time.perf_counter()
     for epoch in progress_bar(range(start_epoch, epochs), "finetune", progress, total=epochs - start_epoch,
@@ -331,7 +331,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         batches = [order[i * recipe.batch_size:(i + 1) * recipe.batch_size] for i in range(per_epoch)]
         network.train()
         loss_sum, hits, seen = 0.0, 0, 0
-        for images, targets in image_loader(dataset, batches, recipe.num_workers, device):
+        for images, targets, _ in image_loader(dataset, batches, recipe.num_workers, device):
             scheduler.step_update(step)
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if cuda and recipe.channels_last:

@@ -5,12 +5,11 @@ transform it was trained with, and batched prediction over a manifest."""
 from __future__ import annotations
 
 import json
-import math
-from typing import Sequence
 
 import numpy as np
 
 from ..data import storage
+from ..data.images import ManifestImages
 from ..errors import InputError
 
 MODEL_FILE = "model.safetensors"
@@ -22,47 +21,15 @@ CONFIG_FILE = "config.json"
 MODEL_FORMAT = "active-finetuning/model"
 
 
-def interpolation_mode(name: str):
-    from torchvision.transforms import InterpolationMode
-
-    try:
-        return InterpolationMode(name)
-    except ValueError:
-        raise InputError(f"interpolation {name!r} is unknown; use bicubic, bilinear or nearest") from None
-
-
 def eval_transform(data: dict):
-    """Resize to ``size / crop_pct`` then center-crop ``size`` (docs/methods.md §4: eval Resize + CenterCrop)."""
-    import torch
-    from torchvision.transforms import v2
+    """The evaluation preprocessing of a model artifact's ``data_config`` (the one of
+    :mod:`~active_finetuning.data.preprocessing`, as for feature extraction): resize so that the
+    centre crop is ``crop_pct`` of the short side, crop ``image_size``, normalise (docs/methods.md §4)."""
+    from ..data.preprocessing import Preprocessing
 
     size = int(data["image_size"])
-    return v2.Compose([
-        v2.ToImage(),
-        v2.Resize(int(math.floor(size / data["crop_pct"])), interpolation=interpolation_mode(data["interpolation"]),
-                  antialias=True),
-        v2.CenterCrop(size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(data["mean"], data["std"]),
-    ])
-
-
-class ManifestImages:
-    """A map-style dataset: manifest rows → (transformed image, label)."""
-
-    def __init__(self, manifest, rows: Sequence[int], labels: Sequence[int] | None, transform):
-        self.manifest, self.rows, self.labels, self.transform = manifest, list(rows), labels, transform
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        from ..data.images import decode_image
-
-        row = int(self.rows[index])
-        image = decode_image(self.manifest.load_bytes(row), str(self.manifest.sample_ids[row]))
-        label = -1 if self.labels is None else int(self.labels[index])
-        return self.transform(image), label
+    return Preprocessing(image_size=(size, size), interpolation=data["interpolation"],
+                         mean=tuple(data["mean"]), std=tuple(data["std"]), crop_pct=float(data["crop_pct"]))
 
 
 def image_loader(dataset, batches, num_workers: int, device):
@@ -80,7 +47,7 @@ def predict(model, manifest, transform, batch_size: int = 128, device=None, num_
     from ..progress import progress_bar
 
     device = device or torch.device("cpu")
-    dataset = ManifestImages(manifest, range(len(manifest)), None, transform)
+    dataset = ManifestImages(manifest, range(len(manifest)), transform)
     batches = [list(range(s, min(s + batch_size, len(dataset)))) for s in range(0, len(dataset), batch_size)]
     model = model.to(device).eval()
     cuda = device.type == "cuda"
@@ -88,7 +55,7 @@ def predict(model, manifest, transform, batch_size: int = 128, device=None, num_
         model = model.to(memory_format=torch.channels_last)
     outputs = []
     with torch.inference_mode(), torch.autocast(device.type, enabled=cuda):
-        for images, _ in progress_bar(image_loader(dataset, batches, num_workers, device), "evaluate", progress,
+        for images, _, _ in progress_bar(image_loader(dataset, batches, num_workers, device), "evaluate", progress,
                                       total=len(batches), unit="batch"):
             images = images.to(device, non_blocking=True)
             if cuda:

@@ -115,6 +115,9 @@ def active_finetuning_pipeline(
                                    model_name=model_name, weights_uri=weights_uri, recipe=recipe))
             scored = place(evaluate(model=model.outputs["model"], test_manifest=test.outputs["manifest"],
                                     batch_size=batch_size))
+        # The evaluation summary travels as a JSON parameter, not an artifact: kfp.local (kfp 2.17)
+        # fails a dsl.OneOf over artifacts inside a ParallelFor ("Expected 1 artifact in
+        # ArtifactSelectorSpec. Got: 2"); every number in it is also in the probe/evaluate report.
         tracked = place(track_cell(study=study.outputs["study"], selection=selection.outputs["selection"],
                                    diagnostics=diagnosed.outputs["report"], plot=diagnosed.outputs["plot"], cell=cell,
                                    summary=dsl.OneOf(probed.outputs["Output"], scored.outputs["Output"]),
