@@ -6,6 +6,7 @@ Start-up takes about 20 s on two cores (one worker, job execution off; docs/desi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -23,14 +25,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory) -> str:
-    """The URI of a running ``mlflow server`` (proxied artifacts in a temporary directory)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+@contextlib.contextmanager
+def running_mlflow_server(root, port: int | None = None):
+    """``mlflow server`` on 127.0.0.1 with its store under ``root`` (kept, so that a server started
+    again on the same root and port finds its runs): yields (URI, port); stopped on exit."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(root / "server.log", "wb")
+    log = open(root / "server.log", "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
@@ -53,7 +57,7 @@ def mlflow_server(tmp_path_factory) -> str:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not answer on {uri} within 150 s")
             time.sleep(0.5)
-        yield uri
+        yield uri, port
     finally:
         # the server's own process group: it holds the uvicorn worker the server spawned
         os.killpg(process.pid, signal.SIGTERM)
@@ -63,3 +67,10 @@ def mlflow_server(tmp_path_factory) -> str:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """The URI of a running ``mlflow server`` (proxied artifacts in a temporary directory)."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
+        yield uri

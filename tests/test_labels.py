@@ -187,3 +187,43 @@ def test_labels_artifact_validates_on_read_and_write(tmp_path):
     write_labels(Labels(np.asarray(["a", "b"], dtype=object), [0, 2], CLASSES, {"source": "x"}), str(tmp_path / "l.pq"))
     back = read_labels(str(tmp_path / "l.pq"))
     assert back.classes == CLASSES and back.metadata == {"source": "x"} and back.labels.tolist() == [0, 2]
+
+
+def _numeric_folders(tmp_path):
+    """A pool in class folders named 1, 2 and 10 (classes sort as '1', '10', '2')."""
+    from active_finetuning.data.manifest import build_manifest
+
+    for folder in ("1", "2", "10"):
+        for i in range(2):
+            path = tmp_path / "pool" / folder / f"{folder}-{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_png(int(folder) * 10))
+    return build_manifest(str(tmp_path / "pool"))
+
+
+def _png(value):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (value, value, value)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_numbers_that_are_also_class_names_are_never_guessed(tmp_path):
+    manifest = _numeric_folders(tmp_path)
+    assert manifest.classes == ["1", "10", "2"]
+    rows = [(sid, int(label)) for sid, label in zip(manifest.sample_ids, manifest.labels)]  # the manifest's indices
+    export = tmp_path / "indices.csv"
+    export.write_text("sample_id,label\n" + "".join(f"{sid},{label}\n" for sid, label in rows))
+    with pytest.raises(InputError, match=r"could be class indices or class names.*class index 1 is class '10'.*"
+                                         r"label_format='index' or 'name'"):
+        import_labels(str(export), manifest)
+    as_indices = import_labels(str(export), manifest, label_format="index")
+    assert as_indices.labels.tolist() == [label for _, label in rows]  # stored 0,0,1,1,2,2, as written
+    names = tmp_path / "names.csv"
+    names.write_text("sample_id,label\n" + "".join(f"{sid},{manifest.classes[label]}\n" for sid, label in rows))
+    with pytest.raises(InputError, match="could be class indices or class names"):
+        import_labels(str(names), manifest)  # the names are numbers too: said, never guessed
+    assert import_labels(str(names), manifest, label_format="name").labels.tolist() == [label for _, label in rows]
+    with pytest.raises(InputError, match="unknown classes"):
+        import_labels(str(export), manifest, label_format="name")  # "0" names no class

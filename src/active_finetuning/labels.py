@@ -239,6 +239,9 @@ def _label_studio_pairs(items: list, field_name: str, uri: str) -> list[tuple[st
         if not isinstance(item, dict):
             raise InputError(f"annotations {uri!r}: item {number} is not a JSON object")
         data = item.get("data", item)  # full export nests the task data; JSON-min flattens it
+        if not isinstance(data, dict):
+            raise InputError(f"annotations {uri!r}: item {number} has 'data' of type {type(data).__name__}, not an "
+                             "object; import a Label Studio export of tasks made by export-for-annotation")
         sid = data.get("sample_id")
         if sid is None:
             raise InputError(
@@ -247,16 +250,24 @@ def _label_studio_pairs(items: list, field_name: str, uri: str) -> list[tuple[st
             )
         if "annotations" in item:
             value = None
-            for annotation in item["annotations"]:
+            for annotation in _list_of_objects(item["annotations"], f"item {number} 'annotations'", uri):
                 if annotation.get("was_cancelled"):
                     continue
-                for result in annotation.get("result", []):
+                for result in _list_of_objects(annotation.get("result", []), f"item {number} 'result'", uri):
                     if result.get("from_name") == field_name:
-                        value = result.get("value", {}).get("choices")
+                        chosen = result.get("value", {})
+                        value = chosen.get("choices") if isinstance(chosen, dict) else chosen
             pairs.append((str(sid), value))
         else:
             pairs.append((str(sid), item.get(field_name)))
     return pairs
+
+
+def _list_of_objects(value: Any, where: str, uri: str) -> list:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise InputError(f"annotations {uri!r}: {where} must be a list of objects, got {json.dumps(value)[:60]}; "
+                         "import the JSON export of Label Studio unchanged")
+    return value
 
 
 def _csv_pairs(text: str, uri: str) -> list[tuple[str, Any]]:
@@ -268,30 +279,38 @@ def _csv_pairs(text: str, uri: str) -> list[tuple[str, Any]]:
     return [(row["sample_id"], row["label"]) for row in reader]
 
 
-def _class_index(value: Any, classes: Sequence[str] | None) -> int | None:
-    """A class index from an annotation value (index, class name, or Label Studio choices)."""
+LABEL_FORMATS = ("auto", "index", "name")
+
+
+def _class_index(value: Any, classes: Sequence[str] | None, label_format: str) -> tuple[int | None, str]:
+    """(class index, problem) of one annotation value: an index, a class name, or Label Studio's
+    choices (names). ``problem`` is "" or one of "missing", "several", "unknown", "ambiguous": an
+    integer that is also the *name* of another class (folders named 1, 2, 10) is never guessed."""
     if isinstance(value, dict):
         value = value.get("choices")
     if isinstance(value, list):
         if len(value) != 1:
-            return -2 if value else None  # several choices: ambiguous
-        value = value[0]
+            return None, ("several" if value else "missing")
+        value, label_format = value[0], "name"  # a Label Studio choice is a class name
     if value is None or (isinstance(value, str) and value.strip() == ""):
-        return None
-    if isinstance(value, bool):
-        return -1
-    if isinstance(value, int):
-        return value
+        return None, "missing"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None, "unknown"
     text = str(value).strip()
-    if classes is not None and text in classes:
-        return list(classes).index(text)
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return -1
+    by_name = list(classes).index(text) if classes is not None and text in classes else None
+    number = int(text) if text.lstrip("-").isdigit() else None
+    if label_format == "name" or number is None:
+        return (by_name, "") if by_name is not None else (None, "unknown")
+    known = number >= 0 and (classes is None or number < len(classes))
+    if label_format == "index":
+        return (number, "") if known else (None, "unknown")
+    if by_name is not None and by_name != number:
+        return None, "ambiguous"
+    return (number, "") if known else (None, "unknown")
 
 
 def import_labels(annotations_uri: str, manifest, selection=None, format: str = "auto",
-                  field_name: str = "label", allow_partial: bool = False) -> Labels:
+                  field_name: str = "label", allow_partial: bool = False, label_format: str = "auto") -> Labels:
     """Labels from an annotation export, checked against the manifest (and the selection, if given).
 
     Class names map to indices through the manifest's ``classes``. Errors name the offending ids:
@@ -300,6 +319,8 @@ def import_labels(annotations_uri: str, manifest, selection=None, format: str = 
     """
     if format not in IMPORT_FORMATS:
         raise InputError(f"format must be one of {IMPORT_FORMATS}, got {format!r}")
+    if label_format not in LABEL_FORMATS:
+        raise InputError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     text = _read_text(annotations_uri)
     if format == "auto":
         format = "label-studio" if text.lstrip()[:1] in ("[", "{") else "csv"
@@ -330,20 +351,29 @@ def import_labels(annotations_uri: str, manifest, selection=None, format: str = 
                 f"annotations label {len(extra)} samples that were not selected (first: "
                 f"{', '.join(map(repr, extra[:3]))}); import labels for the selection they were exported from"
             )
-    indices = [_class_index(value, classes) for _, value in pairs]
-    missing = [sid for sid, index in zip(sample_ids, indices) if index is None]
-    if missing:
+    read = [_class_index(value, classes, label_format) for _, value in pairs]
+    indices = [index for index, _ in read]
+
+    def having(problem: str) -> list[tuple[str, Any]]:
+        return [(sid, value) for (sid, value), (_, found) in zip(pairs, read) if found == problem]
+
+    if missing := having("missing"):
         raise InputError(
-            f"{len(missing)} samples have no label (first: {', '.join(map(repr, missing[:3]))}); finish the "
-            "annotation or remove them from the export"
+            f"{len(missing)} samples have no label (first: {', '.join(repr(sid) for sid, _ in missing[:3])}); "
+            "finish the annotation or remove them from the export"
         )
-    ambiguous = [sid for sid, index in zip(sample_ids, indices) if index == -2]
-    if ambiguous:
-        raise InputError(f"{len(ambiguous)} samples have several choices (first: {ambiguous[0]!r}); pick one class per image")
-    known = len(classes) if classes is not None else None
-    bad = [(sid, value) for (sid, value), index in zip(pairs, indices)
-           if index == -1 or index < 0 or (known is not None and index >= known)]
-    if bad:
+    if several := having("several"):
+        raise InputError(f"{len(several)} samples have several choices (first: {several[0][0]!r}); "
+                         "pick one class per image")
+    if ambiguous := having("ambiguous"):
+        sid, value = ambiguous[0]
+        number = int(str(value).strip())
+        raise InputError(
+            f"{len(ambiguous)} labels could be class indices or class names (first: sample_id {sid!r} labeled "
+            f"{value!r}: class index {number} is class {classes[number]!r}, but a class is named {str(value)!r}); "
+            "say which with label_format='index' or 'name' (--label-format)"
+        )
+    if bad := having("unknown"):
         hint = f"known classes: {list(classes)}" if classes is not None else \
             "the manifest has no 'classes' list, so labels must be class indices"
         raise InputError(

@@ -95,3 +95,39 @@ def test_select_does_not_import_timm_or_mlflow(features_file, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("[]")
+
+
+def test_ctrl_c_during_extract_exits_130_promptly_with_one_line_and_no_partial_output(tmp_path):
+    """A real SIGINT to the real command while it extracts."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from active_finetuning.data.demo import mnist_manifests
+    from active_finetuning.data.manifest import write_manifest
+
+    pool, _ = mnist_manifests(pool_size=4000, test_size=10, seed=0)
+    write_manifest(pool, str(tmp_path / "m.parquet"))
+    out = tmp_path / "f.parquet"
+    process = subprocess.Popen([sys.executable, "-m", "active_finetuning.cli", "extract", "--manifest",
+                                str(tmp_path / "m.parquet"), "--model", "test_efficientnet", "--image-size", "224",
+                                "--batch-size", "4", "--workers", "0", "--out", str(out)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "batch" not in seen:  # the progress bar drawn: inside the extraction loop
+        seen += process.stderr.read(1)
+        assert process.poll() is None, seen
+    time.sleep(1)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+    err = seen + rest
+    assert process.returncode == 130, err
+    assert time.monotonic() - sent < 10
+    import re
+
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and "|" not in line]  # bars redraw with \r
+    assert "Traceback" not in err and lines[-1] == (
+        "active-finetuning extract: interrupted; nothing was written under the output name")
+    assert not out.exists() and not list(tmp_path.glob(".f.parquet.*"))

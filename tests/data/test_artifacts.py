@@ -81,3 +81,15 @@ def test_failed_write_leaves_nothing_under_the_final_name(tmp_path):
             tmp.write_bytes(b"half")
             raise Boom()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ids_are_compared_exactly_and_reported_as_plain_strings(tmp_path):
+    from active_finetuning.data.artifacts import check_unique_ids
+    from active_finetuning.errors import InputError
+
+    check_unique_ids(np.asarray(["x", "x\0"], dtype=object))  # different ids (NumPy would drop the NUL)
+    with pytest.raises(InputError, match=r"duplicated ids \(first: 'x'\)") as caught:
+        check_unique_ids(np.asarray(["x", "y", "x"], dtype=object))
+    assert "np.str_" not in str(caught.value)
+    with pytest.raises(InputError, match="row 1 holds a null"):
+        check_unique_ids(np.asarray(["x", None], dtype=object))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from active_finetuning.data import storage
@@ -96,3 +98,36 @@ def test_atomic_output_gives_the_artifact_a_umask_based_mode(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_killed_writers_temporary_is_cleaned_by_the_next_write_and_no_other(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # that process has ended
+    stale = tmp_path / f".f.parquet.{dead_pid}-abc123.tmp"
+    live = tmp_path / f".f.parquet.{os.getppid()}-def456.tmp"  # a writer that is still running
+    other = tmp_path / f".g.parquet.{dead_pid}-abc123.tmp"  # another output's
+    legacy = tmp_path / ".f.parquet.k3j4h5.tmp"  # no pid in the name: cannot tell, left alone
+    for path in (stale, live, other, legacy):
+        path.write_bytes(b"")
+    storage.write_bytes(str(tmp_path / "f.parquet"), b"data")
+    assert (tmp_path / "f.parquet").read_bytes() == b"data"
+    assert not stale.exists() and live.exists() and other.exists() and legacy.exists()
+
+
+def test_outputs_are_checked_before_the_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    storage.check_output(str(tmp_path / "new" / "deeper" / "out.parquet"))  # folders are made when writing
+    with pytest.raises(InputError, match="is a folder; give a file name"):
+        storage.check_output(str(tmp_path))
+    with pytest.raises(InputError, match="which is a file"):
+        storage.check_output(str(tmp_path / "file" / "out.parquet"))
+    with pytest.raises(InputError, match="is a file; give a folder"):
+        storage.check_output(str(tmp_path / "file"), "--graph-cache", folder=True)
+    with pytest.raises(InputError, match="is the input"):
+        storage.check_output(f"file://{tmp_path}/file", "--out", [str(tmp_path / "." / "file")])
+    storage.check_output("gs://bucket/out.parquet")
+    with pytest.raises(InputError, match="refuses new files"):
+        storage.check_output("/proc/out.parquet")

@@ -230,3 +230,29 @@ def test_step_fails_cleanly_when_uploads_keep_failing(gcs_emulator, gcs_bucket, 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     assert not storage.exists(uri)
     assert storage.list_prefix(f"{gcs_bucket}/never") == []
+
+
+def test_eight_concurrent_writers_to_one_object_leave_one_whole_write(gcs_bucket):
+    """Load: 8 writers at once to the same object (the pipeline's parallelism). The object ends as
+    exactly one writer's bytes, never a mix; a writer that lost the race is told so."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from active_finetuning.data import storage
+    from active_finetuning.errors import InputError
+
+    uri = f"{gcs_bucket}/contended/report.bin"
+    payloads = [bytes([i]) * 300_000 for i in range(8)]
+
+    def write(payload):
+        try:
+            storage.write_bytes(uri, payload)
+            return "written"
+        except InputError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(write, payloads))
+    assert storage.read_bytes(uri) in payloads
+    assert "written" in outcomes
+    for outcome in outcomes:
+        assert outcome == "written" or "changed by another writer while this step wrote it" in outcome, outcome

@@ -3,11 +3,13 @@ in a GCS emulator bucket, a tiny timm model with weights from the bucket, two me
 budgets, a real ``mlflow server`` on 127.0.0.1. Takes about two minutes on two cores."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["kcenter", "activeft"]
 BUDGETS = ["8", "25%"]  # 25% of a 48-image pool: 12
 
@@ -32,7 +34,10 @@ def study_bucket(gcs_bucket, tmp_path):
     return gcs_bucket
 
 
-def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path):
+SECRET = "planted-secret-7f3a9c"
+
+
+def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     from active_finetuning.data import storage
@@ -46,6 +51,10 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path)
         "image_size": 32, "batch_size": 16, "mlflow_experiment": "e2e-study", "mlflow_tracking_uri": mlflow_server,
         "method_params": {"activeft": {"iterations": 20}}, "results_uri": f"{study_bucket}/results",
     }
+    # secrets a cluster's environment holds: none may reach an artifact, a log or a tracked value
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", SECRET)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", SECRET)
+    monkeypatch.setenv("STUDY_API_KEY", SECRET)
     result = run_locally(parameters, workdir=tmp_path / "run")
 
     # the report: the same table in the pipeline output, in the bucket, and on the parent run
@@ -107,3 +116,12 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path)
     for cell in cells:
         assert cell["accuracy"] == pytest.approx(accuracies[(cell["method"], cell["budget_count"])])
     assert np.isfinite(list(accuracies.values())).all()
+    # no planted secret anywhere: artifacts, executor records, the bucket's report, MLflow, compiled specs
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert written and not [str(p) for p in written if SECRET.encode() in p.read_bytes()]
+    for name in storage.list_prefix(f"{study_bucket}/results"):
+        assert SECRET.encode() not in storage.read_bytes(name)
+    for run in [parent, *children]:
+        assert SECRET not in str(run.data.params) + str(run.data.tags)
+    specs = (ROOT / "src" / "active_finetuning" / "kfp" / "pipelines").glob("*.yaml")
+    assert not [spec for spec in specs if SECRET in spec.read_text()]

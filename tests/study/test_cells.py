@@ -43,3 +43,42 @@ def test_an_unreachable_tracking_server_is_retried_then_named():
     with pytest.raises(InputError, match=r"http://127\.0\.0\.1:9.*could not be reached after \d+ attempts"):
         start_study("e", {"methods": ["random"]}, tracking_uri="http://127.0.0.1:9")
     assert time.monotonic() - start > 1, "it retries with backoff before failing"
+
+
+def test_eight_cells_logging_at_once_to_one_mlflow_server(mlflow_server, tmp_path):
+    """Load: the pipeline's 8 parallel cells log their child runs to one real server at the same time;
+    every run arrives whole, none twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow import MlflowClient
+
+    from active_finetuning.data.artifacts import FeatureTable
+    from active_finetuning.selection import select
+    from active_finetuning.data.artifacts import write_selection
+    from active_finetuning.study.cells import log_cell, result_summary, start_study
+    from active_finetuning.training.evaluate import classification_metrics
+    from tests.conftest import gaussian_mixture
+
+    features, labels = gaussian_mixture(200, 8, 4, seed=2)
+    pool = FeatureTable.from_array(features, labels=labels)
+    ref = start_study("load-8", {"methods": ["random"]}, tracking_uri=mlflow_server)
+    cells = [{"method": "random", "budget": str(10 + i), "seed": i} for i in range(8)]
+    for cell in cells:
+        write_selection(select(pool, int(cell["budget"]), "random", seed=cell["seed"]),
+                        str(tmp_path / f"s{cell['seed']}.parquet"))
+    summary = result_summary({"kind": "evaluate", **classification_metrics([0, 1, 1], [0, 1, 0])})
+
+    def log(cell):
+        return log_cell(ref, cell, str(tmp_path / f"s{cell['seed']}.parquet"), summary, {"evaluation": "probe"})
+
+    with ThreadPoolExecutor(8) as workers:
+        rows = list(workers.map(log, cells))
+    client = MlflowClient(tracking_uri=mlflow_server)
+    children = client.search_runs([client.get_experiment_by_name("load-8").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}'")
+    assert sorted(int(c.data.tags["seed"]) for c in children) == list(range(8))
+    assert {row["child_run_id"] for row in rows} == {c.info.run_id for c in children}
+    for child in children:
+        assert child.data.metrics["accuracy"] == pytest.approx(2 / 3) and child.info.status == "FINISHED"
+        assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
+            "selection.parquet", "confusion_matrix.json", "confusion_matrix.png"}

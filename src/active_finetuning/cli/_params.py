@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 
 
@@ -14,7 +15,9 @@ def add_parameter_flags(group, params_class, prefix: str) -> None:
         name = declared["name"]
         text = f"{declared['help']}; {declared['allowed']} (default {declared['default']!r})".replace("%", "%%")
         options = dict(dest=f"{prefix}{name}", default=None, help=text)
-        kinds = [k for k in typing.get_args(hints[name]) or [hints[name]] if k is not type(None)]
+        hint = hints[name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = [k for k in (typing.get_args(hint) if union else [hint]) if k is not type(None)]
         if kinds == [bool]:
             options["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(kinds[0]) is tuple:

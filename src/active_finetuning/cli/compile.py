@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out_dir": "folder"}
+INPUTS = ()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", help="folder for <pipeline>.yaml (default: the committed specs in pipelines/)")
 

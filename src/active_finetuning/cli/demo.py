@@ -15,6 +15,11 @@ DEFAULT_METHODS = ["random", "kmeans", "activeft", "bilaf"]
 DEFAULT_BUDGETS = ["0.5%", "1%", "2%"]
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "folder"}
+INPUTS = ()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo",
                         help="working folder: bucket, KFP outputs, MLflow store (default outputs/demo)")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "folder"}
+INPUTS = ("features", "selection", "labeled")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features", required=True, help="features artifact (Parquet) URI of the pool")
     parser.add_argument("--selection", required=True, help="selection artifact (Parquet) URI")

@@ -7,6 +7,11 @@ import argparse
 from ._model_step import add_model_step_arguments, tracked_run
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file"}
+INPUTS = ("model", "manifest")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model artifact: the --out of finetune (folder or URI)")
     parser.add_argument("--manifest", required=True, help="test manifest with ground-truth labels (Parquet)")
@@ -16,8 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="score only the first N test images")
     add_model_step_arguments(parser)
 
+    from ._images import add_image_limit
+
+    add_image_limit(parser)
 
 def run(args: argparse.Namespace) -> int:
+    from ._images import apply_image_limit
+
+    apply_image_limit(args)
     import numpy as np
 
     from ..data.manifest import read_manifest

@@ -9,6 +9,11 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file"}
+INPUTS = ("manifest",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", required=True, help="manifest artifact (Parquet) URI")
     parser.add_argument("--model", required=True, help="timm model name, e.g. tf_efficientnet_lite0")
@@ -34,8 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skipped-out", help="skipped-images report URI (default: OUT with .skipped.parquet)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    from ._images import add_image_limit
+
+    add_image_limit(parser)
 
 def run(args: argparse.Namespace) -> int:
+    from ._images import apply_image_limit
+
+    apply_image_limit(args)
     import torch
 
     from ..errors import InputError

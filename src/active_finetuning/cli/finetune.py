@@ -7,6 +7,11 @@ import argparse
 from ._model_step import add_model_step_arguments, tracked_run
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "folder"}
+INPUTS = ("manifest", "labels")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.finetune import Recipe
     from ._params import add_parameter_flags
@@ -21,8 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_parameter_flags(parser.add_argument_group("recipe (defaults: the papers' shape, docs/methods.md §4)"),
                         Recipe, "recipe_")
 
+    from ._images import add_image_limit
+
+    add_image_limit(parser)
 
 def run(args: argparse.Namespace) -> int:
+    from ._images import apply_image_limit
+
+    apply_image_limit(args)
     import torch
 
     from ..data.manifest import read_manifest

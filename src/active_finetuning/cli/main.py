@@ -60,10 +60,37 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
+        _check_outputs(module, args)
         return int(module.run(args) or 0)
     except InputError as err:
         print(f"active-finetuning {name}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # what no check can foresee: a disk filling up, a permission changed meanwhile
+        where = f": {err.filename}" if err.filename else ""
+        print(f"active-finetuning {name}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        from ..progress import close_all
+
+        close_all()
+        print(f"active-finetuning {name}: interrupted; nothing was written under the output name", file=sys.stderr)
+        return 130
+
+
+def _check_outputs(module, args: argparse.Namespace) -> None:
+    """Check every output a command declares (``OUTPUTS``: argument -> ``"file"`` or ``"folder"``)
+    before any work, and that none is one of its declared ``INPUTS``."""
+    from ..data import storage
+
+    inputs = []
+    for name in getattr(module, "INPUTS", ()):
+        value = getattr(args, name, None)
+        inputs.extend(value if isinstance(value, list) else [value] if value else [])
+    for name, kind in getattr(module, "OUTPUTS", {}).items():
+        value = getattr(args, name, None)
+        if value:
+            flag = "--" + name.removeprefix("param_").replace("_", "-")
+            storage.check_output(value, flag, inputs, folder=kind == "folder")
 
 
 if __name__ == "__main__":  # pragma: no cover

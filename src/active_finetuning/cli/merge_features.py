@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file"}
+INPUTS = ("shards",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", nargs="+", metavar="SHARD",
                         help="features shard URIs (from extract --shard i/n), or one folder / gs:// prefix holding them")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file"}
+INPUTS = ("selection", "manifest")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selection", required=True, help="selection artifact (Parquet)")
     parser.add_argument("--manifest", required=True,

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file"}
+INPUTS = ("features_train", "selection", "features_test", "labels")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..training.probe import ProbeParams
     from ._params import add_parameter_flags

@@ -6,6 +6,11 @@ import argparse
 import sys
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"out": "file", "param_graph_cache": "folder"}
+INPUTS = ("features", "labeled")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..selection.registry import get_selector, list_selectors
 

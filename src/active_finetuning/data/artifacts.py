@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,15 +162,23 @@ def validate_features(sample_ids: np.ndarray, features: np.ndarray, labels=None)
 
 
 def check_unique_ids(sample_ids: np.ndarray) -> None:
-    if any(not isinstance(s, str) for s in sample_ids[:1]):
-        raise InputError("column 'sample_id' must hold strings")
-    unique, counts = np.unique(sample_ids.astype(str), return_counts=True)
-    if len(unique) != len(sample_ids):
-        dup = unique[counts > 1]
+    """Every id a string, none repeated. Compared as Python strings: NumPy's fixed-width strings would
+    drop trailing NUL characters and call ``"x"`` and ``"x\\0"`` the same id."""
+    ids = list(sample_ids)
+    bad = next((row for row, s in enumerate(ids) if not isinstance(s, str)), None)
+    if bad is not None:
+        raise InputError(f"column 'sample_id' must hold strings; row {bad} holds {_shown(ids[bad])}")
+    counts = Counter(ids)
+    if len(counts) != len(ids):
+        dup = [s for s, count in counts.items() if count > 1]
         raise InputError(
-            f"column 'sample_id' has {len(dup)} duplicated ids (first: {dup[0]!r}); sample ids must "
+            f"column 'sample_id' has {len(dup)} duplicated ids (first: {str(dup[0])!r}); sample ids must "
             "be unique — de-duplicate the manifest and re-extract"
         )
+
+
+def _shown(value) -> str:
+    return "a null" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def features_from_table(table: pa.Table, source: str = "features") -> FeatureTable:
@@ -309,7 +318,11 @@ def read_sample_ids(uri: str, what: str) -> list[str]:
     table = read_table(uri, what)
     if "sample_id" not in table.column_names:
         raise InputError(f"{what} {uri!r} has no 'sample_id' column")
-    return table.column("sample_id").to_pylist()
+    ids = table.column("sample_id").to_pylist()
+    bad = next((row for row, s in enumerate(ids) if not isinstance(s, str)), None)
+    if bad is not None:
+        raise InputError(f"column 'sample_id' of {what} {uri!r} must hold strings; row {bad} holds {_shown(ids[bad])}")
+    return ids
 
 
 def rows_of(pool, sample_ids, what: str, where: str = "the features pool",

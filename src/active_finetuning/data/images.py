@@ -7,6 +7,7 @@ image, or is corrupt or truncated, is an :class:`InputError` that names the samp
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -17,21 +18,53 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
+#: Images above this many pixels are refused before they are decoded (a guard against decompression
+#: bombs; PIL's own default). Raise it with ``--max-image-pixels`` or this environment variable,
+#: which worker processes and pipeline steps inherit.
+MAX_PIXELS_ENV = "ACTIVE_FINETUNING_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def max_image_pixels() -> int:
+    text = os.environ.get(MAX_PIXELS_ENV, "")
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"{MAX_PIXELS_ENV} (--max-image-pixels) must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def decode_image(data: bytes, sample_id: str):
-    """Decode ``data`` into an RGB image; a bad image raises :class:`InputError` naming ``sample_id``."""
-    from PIL import Image
+    """Decode ``data`` into an RGB image, turned upright by its EXIF orientation (as cameras and phones
+    record it; what training pipelines apply). A bad image raises :class:`InputError` naming ``sample_id``."""
+    from PIL import Image, ImageOps
 
     if not data:
         raise InputError(f"image of sample_id {sample_id!r} is empty (0 bytes)")
+    limit = max_image_pixels()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies, below
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+            width, height = image.size
+            if width * height > limit:
+                raise InputError(
+                    f"image of sample_id {sample_id!r} is {width} × {height} = {width * height:,} pixels, above the "
+                    f"limit of {limit:,} (a guard against decompression bombs); raise it with --max-image-pixels "
+                    "if the image is trusted, or downscale it"
+                )
             image.load()  # decode now: a truncated file fails here, not later in a worker
+            image = ImageOps.exif_transpose(image)
+    except InputError:
+        raise
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError ...
         raise InputError(
             f"image of sample_id {sample_id!r} cannot be decoded ({type(err).__name__}: {err}); it is "
-            "corrupt, truncated or not an image — fix or drop it, or use --on-bad-image skip"
+            "corrupt, truncated or not an image"
         ) from None
     return to_rgb(image)
 

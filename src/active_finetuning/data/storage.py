@@ -25,12 +25,13 @@ import base64
 import contextlib
 import datetime
 import functools
+import glob
 import io
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 from urllib.parse import urlparse
 
 from ..errors import InputError
@@ -326,7 +327,9 @@ def atomic_output(uri: str, overwrite: bool = True) -> Iterator[Path]:
     if not overwrite and target.exists():
         raise InputError(f"{os.fspath(uri)!r} already exists; choose another name or remove it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _clean_stale_temporaries(target)
+    # the writer's pid in the name: a later run can tell a killed writer's leftover from a live one's
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -416,3 +419,65 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# checking an output location before the work
+
+
+def check_output(uri: str, what: str = "--out", inputs: Iterable[str] = (), folder: bool = False) -> None:
+    """Fail now, not after the work, when ``uri`` cannot be written: an unsupported scheme, a file
+    where a folder is needed (or the reverse), a parent that is a file or not writable, or the same
+    location as one of ``inputs`` (which the write would destroy). On GCS only the URI's form is
+    checked here; permissions are the bucket's and are reported by the write itself."""
+    scheme = check_scheme(uri, what)
+    for source in inputs:
+        if source and same_location(uri, source):
+            raise InputError(f"{what} {uri!r} is the input {source!r}: writing it would destroy the input; "
+                             "choose another output name")
+    if scheme == GCS_SCHEME:
+        split_gcs(uri)
+        return
+    target = local_path(uri)
+    if target.exists():
+        if folder and not target.is_dir():
+            raise InputError(f"{what} {os.fspath(uri)!r} is a file; give a folder")
+        if not folder and target.is_dir():
+            raise InputError(f"{what} {os.fspath(uri)!r} is a folder; give a file name inside it")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{what} {os.fspath(uri)!r} is under {os.fspath(ancestor)!r}, which is a file; "
+                         "choose another location")
+    try:  # a real probe: permission bits do not tell for root, read-only mounts or kernel file systems
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        raise InputError(f"{what} {os.fspath(uri)!r} cannot be written: {os.fspath(ancestor)!r} refuses new files "
+                         f"({err.strerror}); choose another location") from None
+
+
+def same_location(first: str, second: str) -> bool:
+    """Whether two URIs name the same file (local paths resolved, ``file://`` and plain alike)."""
+    if scheme_of(first) == GCS_SCHEME or scheme_of(second) == GCS_SCHEME:
+        return first.rstrip("/") == second.rstrip("/")
+    try:
+        return local_path(first).resolve() == local_path(second).resolve()
+    except InputError:
+        return False
+
+
+def _clean_stale_temporaries(target: Path) -> None:
+    """Remove temporaries of ``target`` left by a killed writer (``.<name>.<pid>-<random>.tmp`` whose
+    process no longer runs); temporaries of other outputs, or of a live writer, are never touched."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        owner = stale.name[len(target.name) + 2:].split("-", 1)[0]
+        if not owner.isdigit() or int(owner) == os.getpid():
+            continue
+        try:
+            os.kill(int(owner), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:
+            continue

@@ -110,7 +110,7 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
     if workers is not None and workers < 0:
         raise InputError(f"workers must be >= 0 (0 decodes in the main process), got {workers!r}")
     if out is not None:
-        storage.check_scheme(out, "out")
+        storage.check_output(out, "out", [manifest] if isinstance(manifest, str) else [])
     if isinstance(manifest, str):
         manifest = read_manifest(manifest)
     shard = parse_shard(shard)
@@ -333,6 +333,7 @@ def merge_features(shard_uris: list[str], out_uri: str) -> dict[str, Any]:
     if not shard_uris:
         raise InputError("merge_features needs at least one shard URI")
     shard_uris = list(dict.fromkeys(shard_uris))
+    storage.check_output(out_uri, "out", shard_uris)
     files, metas = [], []
     for uri in shard_uris:
         try:

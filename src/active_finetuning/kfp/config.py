@@ -64,6 +64,54 @@ def check_parameters(values: Mapping[str, Any], where: str = "pipeline parameter
     missing = [name for name, default in known.items() if default is None and name not in checked]
     if missing:
         raise InputError(f"{where}: missing required parameter(s) {missing}")
+    return check_study(checked, where)
+
+
+_SCALARS = {"String": str, "Integer": int, "Boolean": bool, "Dict": dict}
+_NOUNS = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping"}
+
+
+def check_study(values: dict[str, Any], where: str = "pipeline parameters") -> dict[str, Any]:
+    """Everything about a study that can be known before the first step: each parameter's type, the
+    evaluation's choice, the grid (methods registered, budgets and seeds well formed), the shard
+    count, and every method's, the probe's and the recipe's parameters against their declarations.
+    ``run``, ``submit`` and ``schedule`` call it; the pipeline's first step repeats the grid check."""
+    from ..selection import get_selector
+    from ..study.plan import EVALUATIONS, plan_grid, plan_shards
+    from ..training.finetune import Recipe
+    from ..training.probe import ProbeParams
+
+    from .pipelines import active_finetuning_pipeline
+
+    checked = dict(values)
+    for name, spec in active_finetuning_pipeline.component_spec.inputs.items():
+        kind = _SCALARS.get(str(spec.type))
+        if name not in checked or kind is None:
+            continue
+        value = checked[name]
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = checked[name] = int(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{where}: {name} must be {_NOUNS[kind]}, got {value!r}")
+    evaluation = checked.get("evaluation", "probe")
+    if evaluation not in EVALUATIONS:
+        raise InputError(f"{where}: evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
+    defaults = pipeline_parameters()
+    methods = checked.get("methods", defaults["methods"])
+    plan_grid(methods, checked.get("budgets", defaults["budgets"]), checked.get("seeds", defaults["seeds"]))
+    plan_shards(checked.get("num_shards", defaults["num_shards"]))
+    for method, params in (checked.get("method_params") or {}).items():
+        if not isinstance(params, dict):
+            raise InputError(f"{where}: method_params.{method} must be a mapping of parameters, got {params!r}")
+        try:
+            get_selector(method).make_params(**params)
+        except InputError as err:
+            raise InputError(f"{where}: method_params.{method}: {err}") from None
+    for name, record in (("probe_params", ProbeParams), ("recipe", Recipe)):
+        try:
+            record.from_values(name, **(checked.get(name) or {}))
+        except InputError as err:
+            raise InputError(f"{where}: {name}: {err}") from None
     return checked
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -100,7 +101,9 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
         try:
             task = active_finetuning_pipeline(**values)
         except RuntimeError as err:
-            raise InputError(f"the pipeline failed: {err} (step logs above; outputs under {root})") from None
+            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp.local colours its message
+            raise InputError(f"the pipeline failed: {reason} (the failing step's log is above; outputs under "
+                             f"{root})") from None
     experiment = values.get("mlflow_experiment") or "active-finetuning"
     return LocalRun(task.output, tracking_uri, experiment, latest_study_run(tracking_uri, experiment), root)
 

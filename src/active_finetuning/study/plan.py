@@ -11,8 +11,12 @@ from ..seeding import check_seed
 EVALUATIONS = ("probe", "finetune")
 
 
-def plan_grid(methods: Sequence[str], budgets: Sequence[Any], seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """The study's cells in a fixed order (method, then budget, then seed), checked before any work."""
+def plan_grid(methods: Sequence[str], budgets: Sequence[Any], seeds: Sequence[int],
+              evaluation: str | None = None) -> list[dict[str, Any]]:
+    """The study's cells in a fixed order (method, then budget, then seed), checked before any work
+    (and ``evaluation`` against its choices, when given)."""
+    if evaluation is not None and evaluation not in EVALUATIONS:
+        raise InputError(f"evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
     from ..selection import Budget, list_selectors
 
     known = list_selectors()

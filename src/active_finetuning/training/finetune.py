@@ -268,6 +268,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     recipe = recipe or Recipe.from_dict(recipe_values)
     if out is None:
         raise InputError("finetune needs out=, the model directory or URI to write")
+    storage.check_output(out, "out", folder=True)
     check_labeled_set(labels.labels)
     rows = manifest_rows(manifest, list(labels.sample_ids), "the labels")
     classes = _resolve_classes(labels, manifest)

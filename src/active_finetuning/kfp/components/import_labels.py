@@ -5,7 +5,8 @@ from ..image import COMPONENT_OPTIONS
 
 @dsl.component(**COMPONENT_OPTIONS)
 def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset],
-                  labels: dsl.Output[dsl.Dataset], annotations_format: str = "auto", allow_partial: bool = False):
+                  labels: dsl.Output[dsl.Dataset], annotations_format: str = "auto", allow_partial: bool = False,
+                  label_format: str = "auto"):
     """Turn an annotation tool's export into the labels artifact, checked against the selection.
 
     Args:
@@ -14,6 +15,8 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
         selection: The selection that was sent for annotation.
         labels: The labels artifact (``sample_id``, ``label``).
         annotations_format: ``auto``, ``label-studio`` or ``csv``.
+        label_format: ``auto``, ``index`` or ``name``: whether labels are class indices or names (``auto``
+            refuses a file where a number could be either, e.g. class folders named 1, 2, 10).
         allow_partial: Accept an export that lacks some selected samples.
     """
     from active_finetuning.data.artifacts import read_selection
@@ -22,6 +25,6 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
     from active_finetuning.labels import write_labels
 
     result = load(annotations_uri, read_manifest(manifest.path), read_selection(selection.path),
-                  format=annotations_format, allow_partial=allow_partial)
+                  format=annotations_format, allow_partial=allow_partial, label_format=label_format)
     write_labels(result, labels.path)
     labels.metadata.update({"samples": len(result.sample_ids), "source": annotations_uri})

@@ -85,6 +85,7 @@ def train_on_annotations_pipeline(
     recipe: dict = {},
     batch_size: int = 64,
     annotations_format: str = "auto",
+    label_format: str = "auto",
     allow_partial: bool = False,
 ) -> str:
     """Turn the annotation tool's export into labels, finetune on them, score on the test set.
@@ -99,6 +100,7 @@ def train_on_annotations_pipeline(
         recipe: Finetuning recipe overrides, e.g. {"epochs": 30}.
         batch_size: Images per forward pass when evaluating.
         annotations_format: "auto", "label-studio" or "csv".
+        label_format: "auto", "index" or "name": whether labels are class indices or class names.
         allow_partial: Accept an export that lacks some selected samples.
 
     Returns:
@@ -108,7 +110,7 @@ def train_on_annotations_pipeline(
     test = place(build_manifest(source_uri=test_manifest_uri))
     selection = dsl.importer(artifact_uri=selection_uri, artifact_class=dsl.Dataset, reimport=False)
     labels = place(import_labels(annotations_uri=annotations_uri, manifest=pool.outputs["manifest"],
-                                 selection=selection.output, annotations_format=annotations_format,
+                                 selection=selection.output, annotations_format=annotations_format, label_format=label_format,
                                  allow_partial=allow_partial))
     model = place(finetune(manifest=pool.outputs["manifest"], labels=labels.outputs["labels"],
                            model_name=model_name, weights_uri=weights_uri, recipe=recipe))

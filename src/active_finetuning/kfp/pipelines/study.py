@@ -83,7 +83,7 @@ def active_finetuning_pipeline(
         manifest_uri=manifest_uri, test_manifest_uri=test_manifest_uri, model_name=model_name,
         weights_uri=weights_uri, methods=methods, budgets=budgets, seeds=seeds, evaluation=evaluation,
         method_params=method_params, probe_params=probe_params, recipe=recipe))
-    grid = place(plan_grid(methods=methods, budgets=budgets, seeds=seeds))
+    grid = place(plan_grid(methods=methods, budgets=budgets, seeds=seeds, evaluation=evaluation))
     pool = place(build_manifest(source_uri=manifest_uri)).set_display_name("build-manifest (pool)")
     test = place(build_manifest(source_uri=test_manifest_uri)).set_display_name("build-manifest (test)")
 
