@@ -82,3 +82,39 @@ def test_eight_cells_logging_at_once_to_one_mlflow_server(mlflow_server, tmp_pat
         assert child.data.metrics["accuracy"] == pytest.approx(2 / 3) and child.info.status == "FINISHED"
         assert {a.path for a in client.list_artifacts(child.info.run_id)} == {
             "selection.parquet", "confusion_matrix.json", "confusion_matrix.png"}
+
+
+def test_the_tracking_server_stopped_mid_study_then_restarted(tmp_path):
+    """Fault: the MLflow server goes away between the study's start and a cell's logging, and comes
+    back. The cell's step fails naming the server; its retry logs the cell once; a retry after a
+    success (its answer lost) and a retry after an attempt that died half-way leave one run each."""
+    from mlflow import MlflowClient
+
+    from active_finetuning.data.artifacts import FeatureTable, write_selection
+    from active_finetuning.errors import InputError
+    from active_finetuning.selection import select
+    from active_finetuning.study.cells import log_cell, result_summary, start_study
+    from active_finetuning.training.evaluate import classification_metrics
+    from tests.conftest import gaussian_mixture
+    from tests.mlflow_fixtures import running_mlflow_server
+
+    features, labels = gaussian_mixture(100, 8, 3, seed=3)
+    write_selection(select(FeatureTable.from_array(features, labels=labels), 9, "random", seed=0),
+                    str(tmp_path / "s.parquet"))
+    summary = result_summary({"kind": "evaluate", **classification_metrics([0, 1, 1], [0, 1, 0])})
+    with running_mlflow_server(tmp_path / "server") as (uri, port):
+        ref = start_study("fault", {"methods": ["random"]}, tracking_uri=uri)
+    with pytest.raises(InputError, match=f"{uri}.*could not be reached"):
+        log_cell(ref, {"method": "random", "budget": "9", "seed": 0}, str(tmp_path / "s.parquet"), summary, {})
+    with running_mlflow_server(tmp_path / "server", port) as (uri, _):
+        client = MlflowClient(tracking_uri=uri)
+        first = log_cell(ref, {"method": "random", "budget": "9", "seed": 0}, str(tmp_path / "s.parquet"), summary, {})
+        again = log_cell(ref, {"method": "random", "budget": "9", "seed": 0}, str(tmp_path / "s.parquet"), summary, {})
+        assert again == first
+        experiment = client.get_experiment_by_name("fault").experiment_id
+        half = client.create_run(experiment, tags={"mlflow.parentRunId": ref.run_id, "cell": "random|9|1"})
+        second = log_cell(ref, {"method": "random", "budget": "9", "seed": 1}, str(tmp_path / "s.parquet"), summary, {})
+        children = client.search_runs([experiment], filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}'")
+        assert sorted(c.info.run_id for c in children) == sorted([first["child_run_id"], second["child_run_id"]])
+        assert half.info.run_id not in {c.info.run_id for c in children}
+        assert all(c.info.status == "FINISHED" for c in children)

@@ -123,6 +123,11 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
     from ..tracking import start_run
 
     method, budget, seed = cell["method"], str(cell["budget"]), int(cell["seed"])
+    key = f"{method}|{budget}|{seed}"
+    done = _earlier_attempt(ref, key)
+    if done is not None:  # a retried step whose run was logged, its answer lost: never log twice
+        return {"method": method, "budget": budget, "budget_count": int(done.data.tags["budget_count"]),
+                "seed": seed, "accuracy": float(done.data.metrics["accuracy"]), "child_run_id": done.info.run_id}
     with tempfile.TemporaryDirectory() as tmp:  # KFP artifact files have no extension: named copies
         named = Path(tmp) / "selection.parquet"
         named.write_bytes(storage.read_bytes(selection_uri))
@@ -130,7 +135,7 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
         meta = selection.metadata
         tags = {"method": method, "budget": budget, "seed": seed, "budget_count": meta.get("budget", len(selection)),
                 "features_identity": meta.get("features_identity", ""), "kfp_run_id": ref.kfp_run_id,
-                "evaluation": summary.get("kind", "")}
+                "evaluation": summary.get("kind", ""), "cell": key}
         with start_run(experiment=ref.experiment, run_name=f"{method}-{budget}-seed{seed}",
                        tracking_uri=ref.tracking_uri, parent_run_id=ref.run_id, tags=tags) as run:
             run.log_params({"method": method, "budget": budget, "budget_count": meta.get("budget"), "seed": seed,
@@ -155,6 +160,27 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
 
 # ----------------------------------------------------------------------------------------------
 # the study's table and plot
+
+
+def _earlier_attempt(ref: StudyRef, key: str):
+    """The finished child run of an earlier attempt at this cell, if any; the runs of attempts that
+    died half-way (still running, or failed) are deleted, so that a retry leaves exactly one run."""
+    from mlflow import MlflowClient
+
+    from ..tracking import ping
+
+    ping(ref.tracking_uri)
+    client = MlflowClient(tracking_uri=ref.tracking_uri)
+    experiment = client.get_experiment_by_name(ref.experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{ref.run_id}' and tags.cell = '{key}'")
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    for run in runs:
+        if run.info.status != "FINISHED":
+            client.delete_run(run.info.run_id)
+    return finished[0] if finished else None
 
 
 def finish_study(ref: StudyRef, rows: Sequence[Mapping[str, Any]], markdown_path: str, plot_path: str,
