@@ -10,7 +10,8 @@ from active_finetuning.selection import get_selector, list_selectors, register_s
 
 
 def test_the_builtin_methods_are_registered_with_a_summary():
-    assert list_selectors() == sorted(["activeft", "bilaf", "kcenter", "kmeans", "probcover", "random", "typiclust"])
+    assert list_selectors() == sorted(["activeft", "bilaf", "kcenter", "kmeans", "maxherding", "probcover", "random",
+                                       "typiclust"])
     for method in list_selectors():
         spec = get_selector(method)
         assert spec.summary and issubclass(spec.params_class, Params)

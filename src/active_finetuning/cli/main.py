@@ -37,13 +37,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in COMMANDS)
     parser = argparse.ArgumentParser(
         prog="active-finetuning",
         description="One-shot active finetuning: pick the samples worth labeling, finetune, evaluate.",
+        epilog="commands (in the order of the work; `active-finetuning COMMAND --help` for each):\n"
+               + "\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
-                        help="; ".join(f"{name}: {text}" for name, (_, text) in sorted(COMMANDS.items())))
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="the step to run (below)")
     return parser
 
 

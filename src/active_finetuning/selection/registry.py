@@ -76,7 +76,7 @@ def get_selector(name: str) -> SelectorSpec:
 
 
 # Modules whose import registers selectors; a new method adds its module name here.
-SELECTOR_MODULES = ("activeft", "baselines", "bilaf", "typiclust", "probcover")
+SELECTOR_MODULES = ("activeft", "baselines", "bilaf", "typiclust", "probcover", "maxherding")
 
 
 def _load_builtin() -> None:

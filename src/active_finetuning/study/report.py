@@ -131,8 +131,9 @@ def markdown_table(table) -> str:
             else:
                 row = hit.iloc[0]
                 fewer = f" (n={int(row['seeds'])})" if row["seeds"] < table["seeds"].max() else ""
-                cells.append(f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}{fewer}")
+                spread = f" ± {100 * row['std']:.2f}" if table["seeds"].max() > 1 else ""  # no spread of one
+                cells.append(f"{100 * row['mean']:.2f}{spread}{fewer}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     seeds = int(table["seeds"].max())
-    return ("Top-1 accuracy (%) by method and labeling budget (samples), mean ± std over "
-            f"{seeds} seed{'s' if seeds != 1 else ''}.\n\n" + "\n".join(lines) + "\n")
+    over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
+    return f"Top-1 accuracy (%) by method and labeling budget (samples), {over}.\n\n" + "\n".join(lines) + "\n"
