@@ -224,6 +224,9 @@ def _experiment_id(client, name: str, tracking_uri: str, local_dir: Path | None)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    if local_dir is None and tracking_uri.startswith("sqlite:///"):
+        # a local store keeps its artifacts beside its database, not in the current folder's ./mlruns
+        local_dir = Path(tracking_uri[len("sqlite:///"):]).parent
     location = (local_dir / "mlartifacts").resolve().as_uri() if local_dir is not None else None
     try:
         return client.create_experiment(name, artifact_location=location)

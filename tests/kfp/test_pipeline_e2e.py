@@ -37,7 +37,7 @@ def study_bucket(gcs_bucket, tmp_path):
 SECRET = "planted-secret-7f3a9c"
 
 
-def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path, monkeypatch):
+def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path, monkeypatch, capfd):
     from mlflow import MlflowClient
 
     from active_finetuning.data import storage
@@ -55,7 +55,14 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path,
     monkeypatch.setenv("KF_PIPELINES_TOKEN", SECRET)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", SECRET)
     monkeypatch.setenv("STUDY_API_KEY", SECRET)
-    result = run_locally(parameters, workdir=tmp_path / "run")
+    result = run_locally(parameters, workdir=tmp_path / "run", quiet=True)
+
+    # quiet: one line per finished step on the terminal, the steps' own logs in the run's log file
+    terminal = capfd.readouterr()
+    steps = [line for line in terminal.out.splitlines() if line.startswith("  [")]
+    assert len(steps) >= 25 and all(line.endswith(": success") for line in steps), terminal.out[-2000:]
+    assert "executor_output" not in terminal.out + terminal.err
+    assert result.log == tmp_path / "run" / "pipeline.log" and "Wrote executor output file" in result.log.read_text()
 
     # the report: the same table in the pipeline output, in the bucket, and on the parent run
     assert "| kcenter |" in result.markdown and "| activeft |" in result.markdown

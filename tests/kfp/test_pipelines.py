@@ -173,3 +173,20 @@ def test_caching_and_retries(documents):
         if component.startswith(("extract-features", "finetune")):
             assert task["retryPolicy"]["maxRetryCount"] >= 2, name
             assert task["retryPolicy"]["backoffDuration"]
+
+
+@pytest.mark.parametrize("name", ["active_finetuning_pipeline", "select_for_annotation_pipeline",
+                                  "train_on_annotations_pipeline"])
+def test_every_compiled_spec_parses_strictly_as_kfp_protobuf_messages(name):
+    """The pipeline spec (and the Kubernetes platform spec beside it) as KFP's backend reads them:
+    protobuf messages, unknown fields refused; a planted unknown field is caught."""
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    documents = [d for d in yaml.safe_load_all((PIPELINES / f"{name}.yaml").read_text()) if d]
+    json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+    for platform in documents[1:]:
+        json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(), ignore_unknown_fields=False)
+    planted = {**documents[0], "root": {**documents[0]["root"], "dagg": {}}}
+    with pytest.raises(json_format.ParseError, match="dagg"):
+        json_format.ParseDict(planted, pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)

@@ -160,3 +160,21 @@ def test_configuration_file_loads_as_the_cli_reads_it():
     config = load_config(str(MANIFESTS / "recurring-run" / "pipeline-config.yaml"))
     assert config.parameters["budgets"] == ["0.5%", "1%", "2%"]
     assert config.schedule["cron"] == "0 0 2 * * *"
+
+
+KUBERNETES_VERSION = "1.31"  # the schemas the rendered manifests are validated against (GKE's regular channel)
+
+
+def test_rendered_manifests_validate_strictly_against_the_kubernetes_schemas(rendered):
+    """Every rendered object is valid for Kubernetes with unknown fields refused, and a planted
+    unknown field is caught (the check can fail)."""
+    import copy
+
+    import kubernetes_validate
+
+    for (kind, name), doc in rendered.items():
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    deployment = copy.deepcopy(next(doc for (kind, _), doc in rendered.items() if kind == "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolicyy"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)

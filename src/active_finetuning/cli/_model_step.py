@@ -8,8 +8,8 @@ import argparse
 
 def add_model_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else "
-                                               "sqlite:///mlflow.db in the current folder)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; without "
+                                               "either nothing is logged and nothing is written outside --out)")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     parser.add_argument("--experiment", default="active-finetuning", help="MLflow experiment name")
     parser.add_argument("--run-name", help="MLflow run name")
@@ -20,8 +20,9 @@ def tracked_run(args: argparse.Namespace, default_run_name: str):
     """The MLflow run the step logs to (``--run-name``, else ``default_run_name``), or, with
     ``--no-tracking``, a context that yields ``None``."""
     import contextlib
+    import os
 
-    if args.no_tracking:
+    if args.no_tracking or not (args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
         return contextlib.nullcontext()
     from ..tracking import start_run
 

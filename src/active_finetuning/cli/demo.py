@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=96,
                         help="input size for the features (default 96, for a 2-core machine; the model's own is 224)")
     parser.add_argument("--shards", type=int, default=2, help="parallel extraction tasks (default 2)")
+    parser.add_argument("--verbose", action="store_true", help="print the steps' own logs instead of one line each")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         "mlflow_experiment": "mnist-demo", "results_uri": str(bucket / "results"),
     }
     cells = len(args.methods) * len(args.budgets) * len(args.seeds)
-    print(f"pipeline: {cells} cells (methods × budgets × seeds), each select → oracle labels → probe → MLflow; "
-          "step logs follow")
-    result = run_locally(parameters, workdir=out)
+    print(f"pipeline: {cells} cells (methods × budgets × seeds), each select → diagnose → oracle labels → probe → "
+          f"MLflow; one line per finished step, the steps' logs in {out / 'pipeline.log'}", flush=True)
+    result = run_locally(parameters, workdir=out, quiet=not args.verbose)
     print()
     print(result.markdown)
     print(where_to_compare(result))

@@ -10,12 +10,19 @@ from __future__ import annotations
 import argparse
 
 
+# checked before any work by cli.main: where this command writes, and what it must not overwrite
+OUTPUTS = {"workdir": "folder"}
+INPUTS = ("config",)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML configuration; section 'pipeline' holds the parameters")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="overrides",
                         help="a pipeline parameter (YAML value), e.g. --set seeds='[0, 1]'; repeatable")
     parser.add_argument("--workdir", default="outputs/pipeline",
                         help="local outputs: KFP artifacts, results, MLflow store (default outputs/pipeline)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the steps' own logs instead of one line each (they go to <workdir>/pipeline.log)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from ..kfp.orchestration import run_locally
 
     config = load_config(args.config) if args.config else PipelineConfig()
-    result = run_locally({**config.parameters, **parse_overrides(args.overrides)}, args.workdir)
+    result = run_locally({**config.parameters, **parse_overrides(args.overrides)}, args.workdir,
+                         quiet=not args.verbose)
+    print()
     print(result.markdown)
     print(where_to_compare(result))
     return 0
@@ -37,4 +46,6 @@ def where_to_compare(result) -> str:
     if result.tracking_uri.startswith("sqlite:"):
         lines.append(f"  browse: mlflow ui --backend-store-uri {result.tracking_uri}")
     lines.append(f"KFP outputs: {result.pipeline_root}")
+    if result.log:
+        lines.append(f"step logs: {result.log}")
     return "\n".join(lines)

@@ -53,6 +53,57 @@ class LocalRun:
     experiment: str
     parent_run_id: str | None
     pipeline_root: Path
+    log: Path | None = None
+
+
+_FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+
+
+@contextlib.contextmanager
+def _steps_to_log(log: Path, report) -> Iterator[None]:
+    """Send everything the steps print (kfp.local's executor records, thousands of lines) to ``log``;
+    the terminal gets ``report(task, status)``'s line per finished step instead."""
+    import sys
+    import threading
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "ab") as sink, open(log, "a", buffering=1) as text:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        streams = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = text  # for writers holding the Python streams rather than the descriptors
+        done = threading.Event()
+
+        def follow() -> None:
+            with open(log, "rb") as source:
+                source.seek(0, os.SEEK_END)
+                while True:
+                    line = source.readline()
+                    if not line:
+                        if done.is_set():
+                            return
+                        done.wait(0.5)
+                        continue
+                    found = _FINISHED.search(re.sub(r"\x1b\[[0-9;]*m", "", line.decode(errors="replace")))
+                    if found:
+                        os.write(saved[0], (report(found.group(1), found.group(2)) + "\n").encode())
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stdout, sys.stderr = streams
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            done.set()
+            reader.join(timeout=5)  # it reads the log to its end before it stops
+            for fd in saved:
+                os.close(fd)
 
 
 def local_defaults(parameters: Mapping[str, Any], workdir: str | os.PathLike) -> tuple[dict[str, Any], str]:
@@ -81,8 +132,23 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "outputs/pipeline") -> LocalRun:
-    """Run the pipeline with ``kfp.local.SubprocessRunner`` in this environment; each step a subprocess."""
+@contextlib.contextmanager
+def _original_print() -> Iterator[None]:
+    import builtins
+
+    original = builtins.print
+    try:
+        yield
+    finally:
+        builtins.print = original
+
+
+def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "outputs/pipeline",
+                quiet: bool = False) -> LocalRun:
+    """Run the pipeline with ``kfp.local.SubprocessRunner`` in this environment; each step a subprocess.
+
+    ``quiet``: the steps' own output goes to ``<workdir>/pipeline.log`` and one line per finished
+    step is printed instead."""
     from kfp import local
 
     from .config import check_parameters
@@ -94,7 +160,17 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "TQDM_DISABLE": "1"}
-    with _environment(**env), warnings.catch_warnings():
+    log = Path(workdir).resolve() / "pipeline.log" if quiet else None
+    finished = []
+
+    def report(task: str, status: str) -> str:
+        finished.append(task)
+        return f"  [{len(finished):>3}] {task}: {status.lower()}"
+
+    quieted = _steps_to_log(log, report) if quiet else contextlib.nullcontext()
+    # kfp.local (2.17) indents its steps' prints by swapping builtins.print per task; with steps running
+    # side by side the swaps unwind out of order and leave print indented: put it back afterwards
+    with _environment(**env), warnings.catch_warnings(), quieted, _original_print():
         # the project image's name has no "python" in it, and resources are ignored locally
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*ignored.*")
@@ -102,10 +178,11 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
             task = active_finetuning_pipeline(**values)
         except RuntimeError as err:
             reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp.local colours its message
-            raise InputError(f"the pipeline failed: {reason} (the failing step's log is above; outputs under "
+            where = f"in {log}" if log else "above"
+            raise InputError(f"the pipeline failed: {reason} (the failing step's log is {where}; outputs under "
                              f"{root})") from None
     experiment = values.get("mlflow_experiment") or "active-finetuning"
-    return LocalRun(task.output, tracking_uri, experiment, latest_study_run(tracking_uri, experiment), root)
+    return LocalRun(task.output, tracking_uri, experiment, latest_study_run(tracking_uri, experiment), root, log)
 
 
 def latest_study_run(tracking_uri: str, experiment: str) -> str | None:
