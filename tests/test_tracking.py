@@ -106,3 +106,42 @@ def test_without_a_uri_a_local_sqlite_store_is_used(monkeypatch, tmp_path):
     assert (tmp_path / "mlflow.db").exists() and list((tmp_path / "mlartifacts").rglob("x.json"))
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     assert client.get_run(run.run_id).data.metrics == {"top1": 0.5}
+
+
+def test_a_run_kfp_created_for_the_task_is_logged_into_not_duplicated(mlflow_server, tmp_path, monkeypatch):
+    """KEP-12862: with MLFLOW_RUN_ID set (KFP made the task's run), the study and its cells log into
+    the tasks' own runs, open no run of their own, and leave ending them to KFP. Without it, the
+    study's parent and child runs are opened as before (the end-to-end test)."""
+    from mlflow import MlflowClient
+
+    from active_finetuning.data.artifacts import FeatureTable, write_selection
+    from active_finetuning.selection import select
+    from active_finetuning.study.cells import log_cell, result_summary, start_study
+    from active_finetuning.training.evaluate import classification_metrics
+    from tests.conftest import gaussian_mixture
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.create_experiment("kfp-managed")
+    pipeline_run = client.create_run(experiment, run_name="pipeline")
+    start_task = client.create_run(experiment, tags={"mlflow.parentRunId": pipeline_run.info.run_id})
+    cell_task = client.create_run(experiment, tags={"mlflow.parentRunId": pipeline_run.info.run_id})
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", start_task.info.run_id)
+    ref = start_study("kfp-managed", {"methods": ["random"], "seeds": [0]}, tracking_uri=mlflow_server)
+    assert ref.run_id == start_task.info.run_id
+    features, labels = gaussian_mixture(60, 4, 3, seed=0)
+    write_selection(select(FeatureTable.from_array(features, labels=labels), 6, "random", seed=0),
+                    str(tmp_path / "s.parquet"))
+    summary = result_summary({"kind": "evaluate", **classification_metrics([0, 1, 1], [0, 1, 0])})
+    monkeypatch.setenv("MLFLOW_RUN_ID", cell_task.info.run_id)
+    row = log_cell(ref, {"method": "random", "budget": "6", "seed": 0}, str(tmp_path / "s.parquet"), summary, {})
+    assert row["child_run_id"] == cell_task.info.run_id
+
+    runs = {run.info.run_id: run for run in client.search_runs([experiment])}
+    assert set(runs) == {pipeline_run.info.run_id, start_task.info.run_id, cell_task.info.run_id}
+    assert runs[start_task.info.run_id].data.params["methods"] == '["random"]'
+    assert runs[start_task.info.run_id].data.tags["study"] == "budget"
+    cell = runs[cell_task.info.run_id]
+    assert cell.data.tags["method"] == "random" and cell.data.metrics["accuracy"] == pytest.approx(2 / 3)
+    assert cell.data.tags["mlflow.parentRunId"] == pipeline_run.info.run_id  # KFP's hierarchy kept
+    assert {run.info.status for run in runs.values()} == {"RUNNING"}  # KFP ends them

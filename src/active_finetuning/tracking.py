@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 from .errors import InputError
 
 DEFAULT_EXPERIMENT = "active-finetuning"
+KFP_RUN_ENV = "MLFLOW_RUN_ID"  # set by Kubeflow Pipelines when it creates each task's MLflow run
 PARENT_TAG = "mlflow.parentRunId"
 
 
@@ -241,7 +242,12 @@ def _experiment_id(client, name: str, tracking_uri: str, local_dir: Path | None)
 def start_run(experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None, tracking_uri: str | None = None,
               parent_run_id: str | None = None, run_id: str | None = None, tags: Mapping[str, Any] | None = None,
               local_dir: str | os.PathLike = ".") -> Iterator[Run]:
-    """Start (or, with ``run_id``, continue) a run; it ends FINISHED, or FAILED if the block raises."""
+    """Start (or, with ``run_id``, continue) a run; it ends FINISHED, or FAILED if the block raises.
+
+    Where Kubeflow Pipelines creates the MLflow runs itself (KEP-12862: each task's container gets
+    ``MLFLOW_RUN_ID``, its own nested run), a run that would be started is that run instead: ``tags``
+    are set on it, the parent is KFP's, and KFP, which owns it, ends it. (We use ``MlflowClient``, not
+    the fluent ``mlflow.start_run``, whose nested runs the variable would hijack: mlflow#15713.)"""
     uri = resolve_tracking_uri(tracking_uri, local_dir)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     ping(uri)
@@ -250,8 +256,13 @@ def start_run(experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
 
     client = MlflowClient(tracking_uri=uri)
     is_local_default = not tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI")
+    owned = run_id is not None or not os.environ.get(KFP_RUN_ENV)
     try:
-        if run_id is None:
+        if run_id is None and not owned:
+            run_id = os.environ[KFP_RUN_ENV]
+            for key, value in (tags or {}).items():
+                client.set_tag(run_id, key, str(value))
+        elif run_id is None:
             experiment_id = _experiment_id(client, experiment, uri, Path(local_dir) if is_local_default else None)
             run_tags = {k: str(v) for k, v in (tags or {}).items()}
             if parent_run_id:
@@ -264,7 +275,9 @@ def start_run(experiment: str = DEFAULT_EXPERIMENT, run_name: str | None = None,
     try:
         yield run
     except BaseException:
-        with contextlib.suppress(Exception):
-            client.set_terminated(run_id, status="FAILED")
+        if owned:
+            with contextlib.suppress(Exception):
+                client.set_terminated(run_id, status="FAILED")
         raise
-    run._call("end the run", client.set_terminated, run_id, status="FINISHED")
+    if owned:
+        run._call("end the run", client.set_terminated, run_id, status="FINISHED")
