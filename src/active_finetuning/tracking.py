@@ -122,6 +122,18 @@ class Run:
                     ) from err
                 time.sleep(self.backoff * 2 ** attempt)
 
+    def log_dataset(self, name: str, digest: str, source: Mapping[str, Any], context: str) -> None:
+        """Record an artifact this run used as an MLflow dataset input (MLflow groups and filters runs
+        by a dataset's name and digest: runs on the same features share one)."""
+        import json as _json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:36], source_type="active-finetuning-artifact",
+                          source=_json.dumps(dict(source), sort_keys=True))
+        self._call("log a dataset", self.client.log_inputs, self.run_id,
+                   [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log parameters (nested dicts become dotted names)."""
         from mlflow.entities import Param

@@ -93,6 +93,9 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path,
     assert parent.data.params["methods"] == '["kcenter", "activeft"]'
     assert parent.data.params["model_name"] == "test_efficientnet"
     assert {f"accuracy_mean/{m}/{n}" for m in METHODS for n in (8, 12)} <= set(parent.data.metrics)
+    for method in METHODS:  # a line per method in the chart view: the budget is the step
+        history = client.get_metric_history(parent.info.run_id, f"accuracy_by_budget/{method}")
+        assert sorted(point.step for point in history) == [8, 12]
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"accuracy_by_budget.md", "accuracy_vs_budget.png", "accuracy_by_budget.json"} <= parent_files
     experiment = client.get_experiment_by_name("e2e-study")
@@ -114,6 +117,9 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path,
         # label-free diagnostics of the selection over the pool (unit features: distances in [0, 2])
         assert 0 <= metrics["diagnostics.coverage_p50"] <= metrics["diagnostics.coverage_p90"] <= 2
         assert 0 < metrics["diagnostics.pseudo_class_covered_share"] <= 1
+        datasets = {d.dataset.name: d for d in child.inputs.dataset_inputs}  # MLflow groups runs by these
+        assert datasets["features"].dataset.digest == tags["features_identity"][:36]
+        assert f"selection-{tags['method']}-{tags['budget']}-seed0" in datasets
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"selection.parquet", "selection_pca.png", "confusion_matrix.png"} <= files
         local = client.download_artifacts(child.info.run_id, "selection.parquet", str(tmp_path / child.info.run_id))

@@ -17,6 +17,7 @@ components call, so all of it runs (and is tested) without KFP:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -147,6 +148,13 @@ def log_cell(ref: StudyRef, cell: Mapping[str, Any], selection_uri: str, summary
             if confusion:
                 run.log_confusion_matrix(confusion["categories"], confusion["matrix"])
             run.log_artifact(str(named))
+            if meta.get("features_identity"):
+                run.log_dataset("features", meta["features_identity"],
+                                {"pool_size": meta.get("pool_size"), "model": (meta.get("features_metadata") or {})
+                                 .get("model")}, context="pool")
+            run.log_dataset(f"selection-{method}-{budget}-seed{seed}",
+                            hashlib.sha256(named.read_bytes()).hexdigest(), {"method": method, "budget": budget,
+                                                                             "seed": seed}, context="selection")
             if diagnostics_uri:
                 report = json.loads(storage.read_bytes(diagnostics_uri))
                 run.log_metrics({f"diagnostics.{name}": value for name, value in report["metrics"].items()})
@@ -208,6 +216,8 @@ def finish_study(ref: StudyRef, rows: Sequence[Mapping[str, Any]], markdown_path
             run.log_dict({"columns": list(table.columns), "data": table.to_dict(orient="records")},
                          "accuracy_by_budget.json")
             run.log_metrics({f"accuracy_mean/{r.method}/{r.budget_count}": r.mean for r in table.itertuples()})
+            for row in table.itertuples():  # one line per method in MLflow's chart view, the budget as its step
+                run.log_metrics({f"accuracy_by_budget/{row.method}": row.mean}, step=int(row.budget_count))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "accuracy_by_budget.md"
                 path.write_text(markdown)
