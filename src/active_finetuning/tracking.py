@@ -114,7 +114,10 @@ class Run:
                 return fn(*args, **kwargs)
             except (MlflowException, OSError) as err:
                 code = getattr(err, "error_code", "")
-                if code in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST"):
+                # a dataset two cells registered at the same moment: the server's get-or-create raced
+                # (its unique constraint fired); the retry finds the row the other cell made
+                raced = "UNIQUE constraint failed" in str(err)
+                if code in ("INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST") and not raced:
                     raise InputError(f"MLflow at {self.tracking_uri!r} refused {what}: {err}") from err
                 if attempt + 1 == self.attempts:
                     raise InputError(

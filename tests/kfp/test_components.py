@@ -47,6 +47,7 @@ def test_typed_artifacts():
     assert outputs["probe"]["confusion"].startswith("system.ClassificationMetrics")
     assert outputs["evaluate"]["confusion"].startswith("system.ClassificationMetrics")
     assert outputs["report"]["table"].startswith("system.Markdown")
+    assert outputs["report"]["page"].startswith("system.HTML")
     inputs = found["merge-features"].component_spec.inputs
     assert inputs["shards"].type.startswith("system.Dataset") and inputs["shards"].is_artifact_list
 

@@ -79,6 +79,8 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path,
     for path in selections:
         selection = read_selection(str(path))
         assert len(selection) in (8, 12) and selection.metadata["method"] in METHODS
+    page = next(result.pipeline_root.glob("*/report/page")).read_text()  # the KFP run page shows it inline
+    assert "<td>kcenter</td>" in page and "data:image/png;base64," in page
     reports = sorted(result.pipeline_root.glob("*/for-loop-*/diagnose/report"))
     plots = sorted(result.pipeline_root.glob("*/for-loop-*/diagnose/plot"))
     assert len(reports) == len(plots) == 4 and all(p.read_bytes()[:4] == b"\x89PNG" for p in plots)

@@ -118,3 +118,30 @@ def test_the_tracking_server_stopped_mid_study_then_restarted(tmp_path):
         assert sorted(c.info.run_id for c in children) == sorted([first["child_run_id"], second["child_run_id"]])
         assert half.info.run_id not in {c.info.run_id for c in children}
         assert all(c.info.status == "FINISHED" for c in children)
+
+
+def _record_features(tracking_uri: str, seed: int) -> str:
+    from active_finetuning.tracking import start_run
+
+    with start_run("datasets-race", run_name=f"cell-{seed}", tracking_uri=tracking_uri) as run:
+        run.log_dataset("features", f"{seed // 8:0>24}", {"pool_size": 100}, context="pool")
+        return run.run_id
+
+
+def test_cells_registering_the_same_features_at_once_all_record_them(mlflow_server):
+    """Eight cells (separate processes, as the pipeline's parallel steps are) record the same features
+    dataset at once: the server's get-or-create races on its unique constraint; every cell still
+    records it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    for attempt in range(3):  # a fresh digest each time: a new race
+        digest_runs = []
+        with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as workers:
+            digest_runs = list(workers.map(partial(_record_features, mlflow_server), range(8 * attempt, 8 * attempt + 8)))
+        for run_id in digest_runs:
+            assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["features"]

@@ -60,3 +60,15 @@ def test_pca_of_the_selection_plot_matches_exact_pca():
     exact = centred @ vectors[:, ::-1][:, :2]
     for i in range(2):
         assert abs(np.corrcoef(exact[:, i], projected[:, i])[0, 1]) > 0.999
+
+
+def test_the_html_page_holds_the_table_and_the_plot():
+    import base64
+
+    from active_finetuning.study.report import html_page
+
+    markdown = "Top-1 accuracy (%), one seed.\n\n| method | 8 |\n| --- | ---: |\n| kcenter | 41.00 |\n| <b> | 1 |\n"
+    page = html_page(markdown, b"\x89PNG-bytes")
+    assert "<th>method</th><th>8</th>" in page and "<td>kcenter</td><td>41.00</td>" in page
+    assert "<td>&lt;b&gt;</td>" in page  # escaped
+    assert base64.b64encode(b"\x89PNG-bytes").decode() in page and "---" not in page

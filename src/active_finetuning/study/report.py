@@ -137,3 +137,21 @@ def markdown_table(table) -> str:
     seeds = int(table["seeds"].max())
     over = f"mean ± std over {seeds} seeds" if seeds > 1 else "one seed"
     return f"Top-1 accuracy (%) by method and labeling budget (samples), {over}.\n\n" + "\n".join(lines) + "\n"
+
+
+def html_page(markdown: str, png: bytes) -> str:
+    """The study's Markdown table and its PNG plot as one self-contained HTML page (the KFP UI shows
+    HTML outputs inline; the image is a ``data:`` URL, so the page needs nothing else)."""
+    import base64
+    import html
+
+    lines = [line for line in markdown.splitlines() if line.strip()]
+    caption = html.escape(lines[0]) if lines and not lines[0].startswith("|") else ""
+    rows = [[html.escape(cell.strip()) for cell in line.strip().strip("|").split("|")]
+            for line in lines if line.startswith("|") and not set(line) <= set("|-: ")]
+    head = "".join(f"<th>{cell}</th>" for cell in rows[0]) if rows else ""
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows[1:])
+    image = base64.b64encode(png).decode()
+    return (f"<html><body><p>{caption}</p><table border=\"1\"><thead><tr>{head}</tr></thead><tbody>{body}"
+            f"</tbody></table><p><img alt=\"accuracy against budget\" src=\"data:image/png;base64,{image}\"></p>"
+            "</body></html>\n")
