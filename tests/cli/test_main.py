@@ -131,3 +131,38 @@ def test_ctrl_c_during_extract_exits_130_promptly_with_one_line_and_no_partial_o
     assert "Traceback" not in err and lines[-1] == (
         "active-finetuning extract: interrupted; nothing was written under the output name")
     assert not out.exists() and not list(tmp_path.glob(".f.parquet.*"))
+
+
+def test_a_step_killed_mid_write_restarts_cleanly_when_retried(tmp_path):
+    """Fault: `extract` killed with SIGKILL while it streams its output (what a preempted node does to
+    a pipeline step), then run again as a retry would: the retry writes the whole artifact, and the
+    killed attempt's temporary is gone."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from active_finetuning.data.artifacts import read_features
+    from active_finetuning.data.demo import mnist_manifests
+    from active_finetuning.data.manifest import write_manifest
+
+    pool, _ = mnist_manifests(pool_size=2000, test_size=10, seed=0)
+    write_manifest(pool, str(tmp_path / "m.parquet"))
+    out = tmp_path / "f.parquet"
+    command = [sys.executable, "-m", "active_finetuning.cli", "extract", "--manifest", str(tmp_path / "m.parquet"),
+               "--model", "test_efficientnet", "--image-size", "64", "--batch-size", "4", "--workers", "0",
+               "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".f.parquet.*.tmp")):  # the output is open: extraction has begun
+        assert process.poll() is None and time.monotonic() < deadline, "extract ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(1)
+    assert process.poll() is None, "extract ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not out.exists() and list(tmp_path.glob(".f.parquet.*.tmp")), "the kill left no partial output"
+    retry = subprocess.run(command + ["--no-progress"], capture_output=True, text=True, timeout=300)
+    assert retry.returncode == 0, retry.stderr
+    assert len(read_features(str(out))) == 2000
+    assert not list(tmp_path.glob(".f.parquet.*.tmp"))
