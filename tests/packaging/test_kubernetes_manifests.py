@@ -154,12 +154,14 @@ def test_recurring_run_job_and_its_configuration(rendered):
     assert config["schedule"]["service_account"] == NAMESPACE
 
 
-def test_configuration_file_loads_as_the_cli_reads_it():
-    from active_finetuning.kfp.config import load_config
+def test_configuration_file_loads_as_the_cli_reads_it_and_lists_every_parameter():
+    from active_finetuning.kfp.config import check_parameters, load_config, pipeline_parameters
 
     config = load_config(str(MANIFESTS / "recurring-run" / "pipeline-config.yaml"))
     assert config.parameters["budgets"] == ["0.5%", "1%", "2%"]
     assert config.schedule["cron"] == "0 0 2 * * *"
+    assert set(config.parameters) == set(pipeline_parameters())  # the example the README points to is complete
+    check_parameters(config.parameters)  # and valid before any step runs
 
 
 KUBERNETES_VERSION = "1.31"  # the schemas the rendered manifests are validated against (GKE's regular channel)
