@@ -324,8 +324,8 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     dataset = ManifestImages(manifest, rows, train_transform(data, recipe), labels=labels.labels)
     per_epoch = recipe.steps_per_epoch(len(labels))
     started = time.perf_counter()
-    for epoch in progress_bar(range(start_epoch, epochs), "finetune", progress, total=epochs - start_epoch,
-                              unit="epoch"):
+    bar = progress_bar(range(start_epoch, epochs), "finetune", progress, total=epochs - start_epoch, unit="epoch")
+    for epoch in bar:
         epoch_started = time.perf_counter()
         torch.manual_seed(epoch_seed(recipe.seed, epoch))
         order = torch.randperm(len(dataset)).tolist()
@@ -356,6 +356,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         metrics = {"train_loss": loss_sum / seen, "train_top1": hits / seen,
                    "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - epoch_started}
         history.append({"epoch": epoch + 1, **metrics})
+        bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", top1=f"{metrics['train_top1']:.2f}", refresh=False)
         if run is not None:
             run.log_metrics(metrics, step=epoch + 1)
         finished = epoch + 1 == epochs
