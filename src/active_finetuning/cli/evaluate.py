@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._model_step import add_model_step_arguments, tracked_run
-
+from ._runtime import add_image_limit, apply_image_limit
 
 # checked before any work by cli.main: where this command writes, and what it must not overwrite
 OUTPUTS = {"out": "file"}
@@ -20,21 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="image decoding worker processes")
     parser.add_argument("--limit", type=int, help="score only the first N test images")
     add_model_step_arguments(parser)
-
-    from ._images import add_image_limit
-
     add_image_limit(parser)
 
-def run(args: argparse.Namespace) -> int:
-    from ._images import apply_image_limit
 
-    apply_image_limit(args)
+def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.manifest import read_manifest
     from ..errors import InputError
     from ..training.evaluate import evaluate, summary_line, write_metrics
 
+    apply_image_limit(args)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     manifest = read_manifest(args.manifest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._runtime import add_image_limit, apply_image_limit, apply_threads
+
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(","))
@@ -38,24 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fail: stop and list unreadable images (default); skip: leave them out and report them")
     parser.add_argument("--skipped-out", help="skipped-images report URI (default: OUT with .skipped.parquet)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    from ._images import add_image_limit
-
     add_image_limit(parser)
 
+
 def run(args: argparse.Namespace) -> int:
-    from ._images import apply_image_limit
-
-    apply_image_limit(args)
-    import torch
-
-    from ..errors import InputError
     from ..features.extraction import extract
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_image_limit(args)
+    apply_threads(args)
     result = extract(args.manifest, args.model, args.weights, out=args.out, image_size=args.image_size,
                      interpolation=args.interpolation, mean=args.mean, std=args.std, resize=args.resize,
                      crop_pct=args.crop_pct, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ._model_step import add_model_step_arguments, tracked_run
-
+from ._runtime import add_image_limit, apply_image_limit, apply_threads
 
 # checked before any work by cli.main: where this command writes, and what it must not overwrite
 OUTPUTS = {"out": "folder"}
@@ -25,27 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_step_arguments(parser)
     add_parameter_flags(parser.add_argument_group("recipe (defaults: the papers' shape, docs/methods.md §4)"),
                         Recipe, "recipe_")
-
-    from ._images import add_image_limit
-
     add_image_limit(parser)
 
+
 def run(args: argparse.Namespace) -> int:
-    from ._images import apply_image_limit
-
-    apply_image_limit(args)
-    import torch
-
     from ..data.manifest import read_manifest
-    from ..errors import InputError
     from ..labels import read_labels
     from ..training.finetune import Recipe, finetune
     from ._params import parameter_values
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_image_limit(args)
+    apply_threads(args)
     recipe = Recipe.from_dict(parameter_values(args, "recipe_"))
     manifest = read_manifest(args.manifest)
     labels = read_labels(args.labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._runtime import apply_threads
 
 # checked before any work by cli.main: where this command writes, and what it must not overwrite
 OUTPUTS = {"out": "file", "param_graph_cache": "folder"}
@@ -34,16 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..data.artifacts import read_features, read_sample_ids, write_selection
-    from ..errors import InputError
     from ..selection import select
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     params = {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
     features = read_features(args.features)
     labeled = read_sample_ids(args.labeled, "labeled set") if args.labeled else None

@@ -1,4 +1,5 @@
-"""The image-size guard of the commands that decode images (extract, finetune, evaluate)."""
+"""Process settings shared by the heavy commands: torch's thread count (select, extract, finetune)
+and the image-size guard of the commands that decode images (extract, finetune, evaluate)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,15 @@ def apply_image_limit(args: argparse.Namespace) -> None:
         if args.max_image_pixels < 1:
             raise InputError(f"--max-image-pixels must be a positive integer, got {args.max_image_pixels}")
         os.environ[MAX_PIXELS_ENV] = str(args.max_image_pixels)
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``--threads``: torch's intra-op threads for this process (default: torch's choice)."""
+    import torch
+
+    from ..errors import InputError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
