@@ -165,9 +165,7 @@ def check_unique_ids(sample_ids: np.ndarray) -> None:
     """Every id a string, none repeated. Compared as Python strings: NumPy's fixed-width strings would
     drop trailing NUL characters and call ``"x"`` and ``"x\\0"`` the same id."""
     ids = list(sample_ids)
-    bad = next((row for row, s in enumerate(ids) if not isinstance(s, str)), None)
-    if bad is not None:
-        raise InputError(f"column 'sample_id' must hold strings; row {bad} holds {_shown(ids[bad])}")
+    check_string_ids(ids, "column 'sample_id'")
     counts = Counter(ids)
     if len(counts) != len(ids):
         dup = [s for s, count in counts.items() if count > 1]
@@ -177,8 +175,12 @@ def check_unique_ids(sample_ids: np.ndarray) -> None:
         )
 
 
-def _shown(value) -> str:
-    return "a null" if value is None else f"{type(value).__name__} {value!r}"
+def check_string_ids(ids: list, what: str) -> None:
+    """Every id a string; else an :class:`InputError` naming ``what`` and the first row that is not."""
+    bad = next((row for row, s in enumerate(ids) if not isinstance(s, str)), None)
+    if bad is not None:
+        shown = "a null" if ids[bad] is None else f"{type(ids[bad]).__name__} {ids[bad]!r}"
+        raise InputError(f"{what} must hold strings; row {bad} holds {shown}")
 
 
 def features_from_table(table: pa.Table, source: str = "features") -> FeatureTable:
@@ -319,9 +321,7 @@ def read_sample_ids(uri: str, what: str) -> list[str]:
     if "sample_id" not in table.column_names:
         raise InputError(f"{what} {uri!r} has no 'sample_id' column")
     ids = table.column("sample_id").to_pylist()
-    bad = next((row for row, s in enumerate(ids) if not isinstance(s, str)), None)
-    if bad is not None:
-        raise InputError(f"column 'sample_id' of {what} {uri!r} must hold strings; row {bad} holds {_shown(ids[bad])}")
+    check_string_ids(ids, f"column 'sample_id' of {what} {uri!r}")
     return ids
 
 

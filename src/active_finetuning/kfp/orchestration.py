@@ -56,6 +56,11 @@ class LocalRun:
     log: Path | None = None
 
 
+def _plain(text: str) -> str:
+    """``text`` without the terminal colour codes kfp.local puts in its messages."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
 _FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
 
 
@@ -87,7 +92,7 @@ def _steps_to_log(log: Path, report) -> Iterator[None]:
                             return
                         done.wait(0.5)
                         continue
-                    found = _FINISHED.search(re.sub(r"\x1b\[[0-9;]*m", "", line.decode(errors="replace")))
+                    found = _FINISHED.search(_plain(line.decode(errors="replace")))
                     if found:
                         os.write(saved[0], (report(found.group(1), found.group(2)) + "\n").encode())
 
@@ -177,7 +182,7 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
         try:
             task = active_finetuning_pipeline(**values)
         except RuntimeError as err:
-            reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # kfp.local colours its message
+            reason = _plain(str(err))
             where = f"in {log}" if log else "above"
             raise InputError(f"the pipeline failed: {reason} (the failing step's log is {where}; outputs under "
                              f"{root})") from None

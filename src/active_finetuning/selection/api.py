@@ -148,12 +148,10 @@ def select(
 def _labeled_rows(table: FeatureTable, labeled) -> np.ndarray:
     if labeled is None:
         return np.zeros(0, dtype=np.int64)
-    from ..data.artifacts import rows_of
+    from ..data.artifacts import check_string_ids, rows_of
 
     ids = list(labeled)
-    bad = next((i for i, s in enumerate(ids) if not isinstance(s, str)), None)
-    if bad is not None:
-        raise InputError(f"labeled ids must be strings; item {bad} is {'a null' if ids[bad] is None else repr(ids[bad])}")
+    check_string_ids(ids, "the labeled ids")
     if len(set(ids)) != len(ids):
         raise InputError("labeled ids contain duplicates; list each labeled sample once")
     return np.sort(rows_of(table, ids, what="the labeled set"))
