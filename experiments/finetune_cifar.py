@@ -60,7 +60,8 @@ def main() -> None:
     from active_finetuning.data.manifest import read_manifest
     from active_finetuning.features.models import create_model
     from active_finetuning.selection import select
-    from active_finetuning.training.finetune import Recipe, finetune
+    from active_finetuning.training.finetune import finetune
+    from active_finetuning.training.recipe import Recipe
     from active_finetuning.training.model import eval_transform, predict
 
     if args.threads:
@@ -82,7 +83,8 @@ def main() -> None:
     test = test.take(np.arange(0, len(test), step)[:args.test_size])
 
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
-                    eval_crop_pct=args.eval_crop_pct, crop_scale=tuple(args.crop_scale), seed=args.seed, checkpoint_every=1)
+                    eval_crop_pct=args.eval_crop_pct, crop_scale=tuple(args.crop_scale),
+                    seed=args.seed)
     started = time.perf_counter()
     config = finetune(manifest, labels, model=MODEL, weights=WEIGHTS, out=str(out / "model"), recipe=recipe)
     timings["finetune"] = time.perf_counter() - started

@@ -67,7 +67,7 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
         trained = train_on_annotations_pipeline(
             manifest_uri=annotation_data["pool"], test_manifest_uri=annotation_data["test"],
             selection_uri=selected.output.path, annotations_uri=str(annotations), annotations_format="csv",
-            recipe={"epochs": 2, "batch_size": 6, "image_size": 32, "checkpoint_every": 0}, batch_size=16, **model)
+            recipe={"epochs": 2, "batch_size": 6, "image_size": 32, "checkpoint_seconds": 0}, batch_size=16, **model)
     summary = json.loads(trained.output)
     assert summary["kind"] == "evaluate" and 0 <= summary["accuracy"] <= 1
     matrix = np.asarray(summary["confusion_matrix"]["matrix"])

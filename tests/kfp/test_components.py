@@ -93,7 +93,7 @@ def test_numbers_in_dict_parameters_come_back_as_their_declared_types():
     """KFP's JSON turns every number in a dict parameter into a float and a tuple into a list; the
     parameter declarations convert them back."""
     from active_finetuning.selection import get_selector
-    from active_finetuning.training.finetune import Recipe
+    from active_finetuning.training.recipe import Recipe
 
     recipe = Recipe.from_dict({"epochs": 2.0, "lr": 0.01, "crop_scale": [0.08, 1.0], "image_size": 32.0})
     assert recipe.epochs == 2 and isinstance(recipe.epochs, int) and recipe.crop_scale == (0.08, 1.0)

@@ -8,13 +8,9 @@ import pytest
 from active_finetuning.cli.main import main
 from active_finetuning.errors import InputError
 from active_finetuning.labels import Labels
-from active_finetuning.training.finetune import (
-    CHECKPOINT_FILE,
-    Recipe,
-    finetune,
-    lr_scheduler,
-    sgd,
-)
+from active_finetuning.training.checkpoint import CHECKPOINT_FILE, Progress, checkpoint_bytes
+from active_finetuning.training.finetune import finetune
+from active_finetuning.training.recipe import Recipe, lr_scheduler, sgd
 from active_finetuning.training.model import MODEL_FILE
 from tests.training.conftest import CLASSES, FAST, MODEL
 
@@ -28,26 +24,29 @@ def test_finetune_writes_safetensors_and_a_config_that_records_the_run(data):
     assert config["model"] == MODEL and config["classes"] == CLASSES and config["num_classes"] == 3
     assert config["image_size"] == 32 and config["recipe"]["lr"] == 0.05 and config["recipe"]["momentum"] == 0.9
     assert config["selection"] == {"method": "random"} and config["labeled"] == 48
-    assert config["epochs"] == 4 and config["steps"] == 24  # 48 // 8 steps per epoch
+    assert config["epochs"] == 4 and config["steps"] == 24  # 48 / 8 steps per epoch
+    assert config["images_per_second"] > 0 and config["train_seconds"] > 0
+    assert [h["epoch"] for h in config["history"]] == [1, 2, 3, 4]
     assert config["history"][-1]["train_loss"] < config["history"][0]["train_loss"]
     assert load_file(out / MODEL_FILE)["classifier.weight"].shape[0] == 3
 
 
-def test_an_interrupted_run_resumes_from_its_checkpoint_to_the_same_weights(data, tmp_path):
+def test_an_interrupted_run_resumes_mid_epoch_to_the_same_weights_whatever_the_workers(data, tmp_path):
     out = tmp_path / "model"
 
     def preempt(epoch, metrics):
         if epoch == 2:
-            raise KeyboardInterrupt  # the node goes away after epoch 2's checkpoint
+            raise KeyboardInterrupt  # the node goes away at the end of epoch 2, after the checkpoint of step 10
 
+    # 6 steps per epoch: checkpoints at steps 5 and 10, so the resumed run re-enters epoch 2 at its 5th step
     with pytest.raises(KeyboardInterrupt):
         finetune(data["train"], data["labels"], model=MODEL, out=str(out), on_epoch_end=preempt, progress=False,
-                 **FAST)
+                 checkpoint_steps=5, num_workers=2, **FAST)
     assert (out / CHECKPOINT_FILE).exists() and not (out / MODEL_FILE).exists()
     epochs_run = []
-    config = finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False,
+    config = finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False, num_workers=0,
                       on_epoch_end=lambda epoch, m: epochs_run.append(epoch), **FAST)
-    assert epochs_run == [3, 4]
+    assert epochs_run == [2, 3, 4]
     assert (out / MODEL_FILE).read_bytes() == (data["root"] / "reference" / MODEL_FILE).read_bytes()
     assert [h["train_loss"] for h in config["history"]] == [h["train_loss"] for h in data["reference"]["history"]]
     again = []
@@ -68,13 +67,9 @@ def test_a_corrupt_or_foreign_checkpoint_is_an_error_and_nothing_is_written(data
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
     import torch
 
-    from active_finetuning.training.finetune import (
-        _checkpoint_bytes,  # a checkpoint of another recipe
-    )
-
-    net = torch.nn.Linear(2, 2)
-    (out / CHECKPOINT_FILE).write_bytes(_checkpoint_bytes(net, torch.optim.SGD(net.parameters(), lr=1), 1, 1,
-                                                          "another-run", []))
+    net = torch.nn.Linear(2, 2)  # a checkpoint of another run
+    (out / CHECKPOINT_FILE).write_bytes(checkpoint_bytes(net, torch.optim.SGD(net.parameters(), lr=1), None,
+                                                         Progress(step=1), "another-run"))
     with pytest.raises(InputError, match="belongs to another run"):
         finetune(data["train"], data["labels"], model=MODEL, out=str(out), progress=False, **FAST)
 
@@ -96,26 +91,46 @@ def test_empty_single_class_and_unknown_labels_are_refused(data, tmp_path):
 
 
 def test_recipe_is_validated_and_its_length_scales_with_the_labeled_set():
-    assert Recipe(epochs=10, batch_size=64).plan(500) == (10, 70)
-    assert Recipe(epochs=10, batch_size=64).plan(5000) == (10, 780)
-    assert Recipe(steps=100, batch_size=64).plan(500) == (15, 105)  # whole epochs covering the budget
+    assert Recipe(epochs=10, batch_size=64).plan(500) == (10, 80)  # the last partial batch is kept
+    assert Recipe(epochs=10, batch_size=64, drop_last=True).plan(500) == (10, 70)
+    assert Recipe(epochs=10, batch_size=64).plan(5000) == (10, 790)
+    assert Recipe(steps=100, batch_size=64).plan(500) == (13, 104)  # whole epochs covering the budget
     assert Recipe(batch_size=64).plan(20) == (100, 100)  # one batch of the whole set per epoch
-    for bad, message in [({"lr": -1}, "'lr' must be a finite number >= 0, got -1"),
+    assert Recipe(batch_size=16).steps_per_epoch(30) == 2  # 30 labels, batch 16: every label each epoch
+    for bad, message in [({"lr": -1}, "'lr' must be a finite number >= 0 or None, got -1"),
                          ({"epochs": 0}, "'epochs' must be an integer >= 1, got 0"),
                          ({"crop_scale": (0.9, 0.1)}, "'crop_scale' must be .low, high. with low <= high"),
                          ({"crop_scale": (0.0, 1.0)}, "'crop_scale' must be 2 values, each a finite number in .0, 1."),
                          ({"interpolation": "cubic"}, "'interpolation' must be one of 'bicubic'"),
+                         ({"epoch_size": "all"}, "'epoch_size' must be one of 'labeled', 'deit'"),
+                         ({"preset": "paper"}, "'preset' of the finetuning recipe must be one of .'papers'., got 'paper'"),
                          ({"warmup": 3}, "unknown parameter 'warmup' for the finetuning recipe")]:
         with pytest.raises(InputError, match=message):
             Recipe.from_dict(bad)
 
 
+def test_learning_rate_scales_with_the_batch_unless_given():
+    assert Recipe(batch_size=64).peak_lr == pytest.approx(0.01 * 64 / 512)  # DeiT's linear rule
+    assert Recipe(batch_size=64, lr_base=0.1, lr_base_size=256).peak_lr == pytest.approx(0.025)
+    assert Recipe(batch_size=64, lr=0.05).peak_lr == 0.05
+
+
+def test_the_papers_preset_is_their_code_on_one_process():
+    papers = Recipe.from_dict({"preset": "papers"})
+    assert papers.peak_lr == pytest.approx(0.01) and papers.aug_repeats == 3 and not papers.drop_last
+    assert papers.plan(250) == (1000, 1000)  # DeiT's epoch: max(1, 250 // 256) * 256 = 256 images, one step
+    assert papers.plan(1000) == (1000, 2000)  # 768 images: a step of 512 and one of 256
+    assert papers.warmup_steps(250) == 5 and papers.warmup_steps(1000) == 10  # 5 epochs
+    overridden = Recipe.from_dict({"preset": "papers", "epochs": "20", "image_size": 64})
+    assert overridden.epochs == 20 and overridden.image_size == 64 and overridden.aug_repeats == 3
+
+
 def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
     import timm
 
-    recipe = Recipe(lr=0.1, warmup_lr=0.0, min_lr=0.0, warmup_fraction=0.1)
+    recipe = Recipe(lr=0.1, warmup_lr=0.0, min_lr=0.0, warmup_epochs=1, epochs=10, batch_size=10)
     optimizer = sgd(timm.create_model("test_efficientnet", pretrained=False, num_classes=3), recipe)
-    scheduler = lr_scheduler(optimizer, recipe, 100)
+    scheduler = lr_scheduler(optimizer, recipe, labeled=100)  # 10 steps an epoch, 100 in all
     rates = []
     for step in range(100):
         scheduler.step_update(step)

@@ -27,12 +27,16 @@ def apply_image_limit(args: argparse.Namespace) -> None:
 
 
 def apply_threads(args: argparse.Namespace) -> None:
-    """``--threads``: torch's intra-op threads for this process (default: torch's choice)."""
+    """``--threads``: torch's intra-op threads for this process (default: the CPUs it may use,
+    :func:`~active_finetuning.resources.available_cpus`, not the host's count torch assumes)."""
     import torch
 
     from ..errors import InputError
+    from ..resources import default_threads
 
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    elif torch.get_num_threads() > default_threads():
+        torch.set_num_threads(default_threads())

@@ -13,7 +13,7 @@ INPUTS = ("manifest", "labels")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..training.finetune import Recipe
+    from ..training.recipe import RECIPES, Recipe
     from ._params import add_parameter_flags
 
     parser.add_argument("--manifest", required=True, help="manifest of the pool (Parquet)")
@@ -23,20 +23,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="model folder or URI to write (resumes from its checkpoint)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     add_model_step_arguments(parser)
-    add_parameter_flags(parser.add_argument_group("recipe (defaults: the papers' shape, docs/methods.md §4)"),
-                        Recipe, "recipe_")
+    recipe = parser.add_argument_group("recipe (defaults: the papers' rules at a CPU-sized length, docs/methods.md §4)")
+    recipe.add_argument("--recipe-preset", choices=sorted(RECIPES), dest="preset",
+                        help="start from a named recipe (papers: both papers' code, 1000 epochs of 512-image "
+                             "steps); the flags below override its values")
+    add_parameter_flags(recipe, Recipe, "recipe_")
     add_image_limit(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.manifest import read_manifest
     from ..labels import read_labels
-    from ..training.finetune import Recipe, finetune
+    from ..training.finetune import finetune
+    from ..training.recipe import Recipe
     from ._params import parameter_values
 
     apply_image_limit(args)
     apply_threads(args)
-    recipe = Recipe.from_dict(parameter_values(args, "recipe_"))
+    preset = {"preset": args.preset} if args.preset else {}
+    recipe = Recipe.from_dict({**preset, **parameter_values(args, "recipe_")})
     manifest = read_manifest(args.manifest)
     labels = read_labels(args.labels)
     with tracked_run(args, f"finetune-{args.model}") as run:

@@ -14,7 +14,6 @@ manifest, and :func:`merge_features` concatenates the shards' files in shard ord
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -204,8 +203,10 @@ def pooled_pre_logits(network, inputs):
 
 
 def default_workers() -> int:
-    """Decoding processes: one per core left after the model's, at least one, at most eight."""
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    """Decoding processes: one per CPU this process may use left after the model's, at least one, at most eight."""
+    from ..resources import available_cpus
+
+    return max(1, min(8, available_cpus() - 1))
 
 
 def _loader(dataset: ManifestImages, batch_size: int, workers: int | None, device):

@@ -78,7 +78,7 @@ def check_study(values: dict[str, Any], where: str = "pipeline parameters") -> d
     ``run``, ``submit`` and ``schedule`` call it; the pipeline's first step repeats the grid check."""
     from ..selection import get_selector
     from ..study.plan import EVALUATIONS, plan_grid, plan_shards
-    from ..training.finetune import Recipe
+    from ..training.recipe import Recipe
     from ..training.probe import ProbeParams
 
     from .pipelines import active_finetuning_pipeline
@@ -107,9 +107,11 @@ def check_study(values: dict[str, Any], where: str = "pipeline parameters") -> d
             get_selector(method).make_params(**params)
         except InputError as err:
             raise InputError(f"{where}: method_params.{method}: {err}") from None
-    for name, record in (("probe_params", ProbeParams), ("recipe", Recipe)):
+    readers = {"probe_params": lambda values: ProbeParams.from_values("probe_params", **values),
+               "recipe": Recipe.from_dict}
+    for name, read in readers.items():
         try:
-            record.from_values(name, **(checked.get(name) or {}))
+            read(checked.get(name) or {})
         except InputError as err:
             raise InputError(f"{where}: {name}: {err}") from None
     return checked

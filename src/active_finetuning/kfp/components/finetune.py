@@ -13,7 +13,8 @@ def finetune(manifest: dsl.Input[dsl.Dataset], labels: dsl.Input[dsl.Dataset], m
         labels: The labels artifact.
         model_name: A timm model name.
         weights_uri: The pretrained weights (local or ``gs://``); empty: none.
-        recipe: Overrides of the finetuning recipe, e.g. ``{"epochs": 50, "lr": 0.01}``.
+        recipe: Overrides of the finetuning recipe, e.g. ``{"epochs": 50, "lr": 0.01}``; ``"preset"`` names a
+            starting recipe (``"papers"``).
         model: The finetuned model (a folder: ``model.safetensors`` and ``config.json``).
     """
     from active_finetuning.data.manifest import read_manifest
@@ -22,4 +23,5 @@ def finetune(manifest: dsl.Input[dsl.Dataset], labels: dsl.Input[dsl.Dataset], m
 
     config = train(read_manifest(manifest.path), read_labels(labels.path), model=model_name,
                    weights=weights_uri or None, out=model.path, progress=False, **recipe)
-    model.metadata.update({"model": model_name, "classes": len(config.get("classes", []))})
+    model.metadata.update({"model": model_name, "classes": len(config.get("classes", [])),
+                           "train_seconds": config["train_seconds"], "images_per_second": config["images_per_second"]})

@@ -1,0 +1,55 @@
+"""How many CPUs this process may really use, for thread and worker defaults that do not oversubscribe.
+
+``os.cpu_count()`` (and so torch's default thread count) is the host's count: a Kubernetes pod limited
+to 2 CPUs on a 64-core node still sees 64, and 64 busy-waiting OpenMP threads sharing 2 CPUs' worth
+of quota run many times slower than 2. The limit is the smaller of the CPU affinity mask and the
+cgroup's CPU quota (v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), rounded up.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs the cgroup's quota allows (e.g. 1.5), or None when unlimited or unknown."""
+    try:
+        text = (root / "cpu.max").read_text().split()  # cgroup v2: "<quota|max> <period>"
+        if text and text[0] != "max":
+            return int(text[0]) / int(text[1])
+        return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by the cgroup quota (at least 1)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def default_threads() -> int:
+    """torch's intra-op threads when the user sets none: the CPUs this process may use."""
+    return available_cpus()
+
+
+def default_loader_workers() -> int:
+    """Image-decoding worker processes beside a training or inference loop: one per CPU left after the
+    model's, none on a single CPU, at most eight."""
+    return max(0, min(8, available_cpus() - 1))

@@ -1,0 +1,33 @@
+"""The CPUs a process may use: affinity capped by the cgroup quota (a pod's CPU limit)."""
+
+from active_finetuning import resources
+
+
+def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert resources.cgroup_cpu_quota(v2) == 1.5
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert resources.cgroup_cpu_quota(v2) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("200000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert resources.cgroup_cpu_quota(tmp_path / "v1") == 2.0
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert resources.cgroup_cpu_quota(tmp_path / "v1") is None
+    assert resources.cgroup_cpu_quota(tmp_path / "nothing") is None
+
+
+def test_a_quota_caps_the_cpus_and_the_defaults_follow(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(resources, "cgroup_cpu_quota", lambda root=None: 1.5)
+    assert resources.available_cpus() == 2  # a pod limited to 1.5 CPUs on a 64-core node
+    assert resources.default_threads() == 2 and resources.default_loader_workers() == 1
+    monkeypatch.setattr(resources, "cgroup_cpu_quota", lambda root=None: None)
+    assert resources.available_cpus() == 64 and resources.default_loader_workers() == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert resources.available_cpus() == 1 and resources.default_loader_workers() == 0
