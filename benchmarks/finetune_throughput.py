@@ -59,7 +59,8 @@ def measure(args) -> dict:
     from active_finetuning.training.finetune import finetune, preprocessing, train_transform
     from active_finetuning.training.recipe import Recipe
 
-    manifest = read_manifest(args.images).take(np.arange(args.count))
+    manifest = read_manifest(args.images)
+    manifest = manifest.take(np.sort(np.random.default_rng(0).choice(len(manifest), args.count, replace=False)))
     labels = Labels(manifest.sample_ids, np.asarray(manifest.labels), list(manifest.classes))
     recipe = Recipe(steps=args.steps, batch_size=args.batch_size, image_size=args.image_size,
                     checkpoint_seconds=0)

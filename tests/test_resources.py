@@ -26,8 +26,12 @@ def test_a_quota_caps_the_cpus_and_the_defaults_follow(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
     monkeypatch.setattr(resources, "cgroup_cpu_quota", lambda root=None: 1.5)
     assert resources.available_cpus() == 2  # a pod limited to 1.5 CPUs on a 64-core node
-    assert resources.default_threads() == 2 and resources.default_loader_workers() == 1
+    assert resources.default_threads() == 2 and resources.default_loader_workers("cuda") == 1
+    assert resources.default_loader_workers("cpu") == 0  # CPU training's threads use both CPUs
     monkeypatch.setattr(resources, "cgroup_cpu_quota", lambda root=None: None)
-    assert resources.available_cpus() == 64 and resources.default_loader_workers() == 8
+    assert resources.available_cpus() == 64 and resources.default_loader_workers("cuda") == 8
+    assert resources.default_loader_workers("cpu") == 8
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert resources.default_loader_workers("cpu") == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
-    assert resources.available_cpus() == 1 and resources.default_loader_workers() == 0
+    assert resources.available_cpus() == 1 and resources.default_loader_workers("cuda") == 0

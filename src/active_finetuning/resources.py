@@ -49,7 +49,12 @@ def default_threads() -> int:
     return available_cpus()
 
 
-def default_loader_workers() -> int:
-    """Image-decoding worker processes beside a training or inference loop: one per CPU left after the
-    model's, none on a single CPU, at most eight."""
-    return max(0, min(8, available_cpus() - 1))
+def default_loader_workers(device: str = "cuda") -> int:
+    """Image-decoding worker processes beside a training or inference loop. Beside a GPU: one per CPU
+    left after the loop's own, at most eight. Beside CPU training, whose threads already use every
+    CPU: one per 8 CPUs (none below 8), since a worker competes with those threads (measured on 2
+    CPUs: 0.89 of a bare training loop's images/s with none, 0.81 with one; benchmarks/RESULTS.md)."""
+    cpus = available_cpus()
+    if device == "cpu":
+        return min(8, cpus // 8)
+    return max(0, min(8, cpus - 1))

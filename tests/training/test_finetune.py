@@ -121,6 +121,7 @@ def test_the_papers_preset_is_their_code_on_one_process():
     assert papers.plan(250) == (1000, 1000)  # DeiT's epoch: max(1, 250 // 256) * 256 = 256 images, one step
     assert papers.plan(1000) == (1000, 2000)  # 768 images: a step of 512 and one of 256
     assert papers.warmup_steps(250) == 5 and papers.warmup_steps(1000) == 10  # 5 epochs
+    assert Recipe(steps=24, batch_size=8).warmup_steps(64) == 12  # 5 epochs would be the whole run: half of it
     overridden = Recipe.from_dict({"preset": "papers", "epochs": "20", "image_size": 64})
     assert overridden.epochs == 20 and overridden.image_size == 64 and overridden.aug_repeats == 3
 

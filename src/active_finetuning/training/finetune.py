@@ -181,7 +181,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     if checkpoint is not None:
         tensors, state, scaler_state = checkpoint
         restore(checkpoint_uri, tensors, scaler_state, network, optimizer, scaler)
-    workers = default_loader_workers() if recipe.num_workers is None else recipe.num_workers
+    workers = default_loader_workers(device.type) if recipe.num_workers is None else recipe.num_workers
     per_epoch = recipe.steps_per_epoch(labeled)
     if run is not None:
         run.log_params({"model": model, "weights": weights or "random-init", "labeled": labeled,

@@ -29,7 +29,8 @@ class Recipe(Params):
     lr_base_size: int = parameter(512, Interval(int, 1), "the batch size lr_base is given for")
     momentum: float = parameter(0.9, Interval(float, 0, 1, closed="left"), "SGD momentum")
     weight_decay: float = parameter(1e-4, Interval(float, 0), "L2 weight decay")
-    warmup_epochs: float = parameter(5.0, Interval(float, 0), "epochs of linear warm-up from warmup_lr")
+    warmup_epochs: float = parameter(5.0, Interval(float, 0),
+                                     "epochs of linear warm-up from warmup_lr (at most half the steps)")
     warmup_lr: float = parameter(1e-6, Interval(float, 0), "learning rate at the first step")
     min_lr: float = parameter(1e-5, Interval(float, 0), "learning rate at the end of the cosine")
     label_smoothing: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "label smoothing")
@@ -57,7 +58,7 @@ class Recipe(Params):
                                           "seconds of training between checkpoints; 0: off")
     seed: int = parameter(0, Interval(int, 0), "the seed of shuffling, augmentation and the new classifier")
     num_workers: int | None = parameter(None, Interval(int, 0),
-                                        "data-loading worker processes; None: the CPUs left after training's")
+                                        "image-decoding processes; None: CPUs - 1 beside a GPU, CPUs // 8 on CPU")
 
     #: Fields that change how a run goes, never its result: left out of the run's fingerprint, so a
     #: retried step may resume with other values of them.
@@ -107,8 +108,9 @@ class Recipe(Params):
         return epochs, epochs * per_epoch
 
     def warmup_steps(self, labeled: int) -> int:
+        """``warmup_epochs`` in steps, never more than half the run (a short run still decays)."""
         _, total = self.plan(labeled)
-        return min(total - 1, round(self.warmup_epochs * self.steps_per_epoch(labeled)))
+        return min(total // 2, round(self.warmup_epochs * self.steps_per_epoch(labeled)))
 
 
 #: Named recipes: a preset's values, overridden by any the user gives (``--recipe-preset``, or
