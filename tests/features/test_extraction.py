@@ -197,6 +197,55 @@ def test_worker_processes_give_the_same_features():
     assert np.allclose(inline.features.features, workers.features.features, atol=1e-5)
 
 
+def grown(manifest: Manifest, new: int, changed: int) -> Manifest:
+    """``manifest`` grown by ``new`` images at the front and the back, with image ``changed`` replaced."""
+    ids = [f"new_{i}" for i in range(new // 2)] + manifest.sample_ids.tolist() + \
+        [f"new_{i}" for i in range(new // 2, new)]
+    data = manifest.images.to_pylist()
+    data[changed] = encode(rgb(99))
+    data = [encode(rgb(100 + i)) for i in range(new // 2)] + data + [encode(rgb(200 + i)) for i in range(new - new // 2)]
+    return Manifest(np.asarray(ids, object), None, pa.array(data, pa.binary()), np.arange(len(ids)) % 3,
+                    ["a", "b", "c"])
+
+
+def test_a_grown_pool_extracts_only_its_new_and_changed_images(tmp_path):
+    first = run(byte_manifest(12), out=str(tmp_path / "f1.parquet"))
+    stored = read_features(str(tmp_path / "f1.parquet"))
+    assert first.extracted == 12 and len(set(stored.image_digests)) == 12
+    pool = grown(byte_manifest(12), new=4, changed=5)
+    second = run(pool, out=str(tmp_path / "f2.parquet"), previous=str(tmp_path / "f1.parquet"), rows_per_group=5)
+    assert (second.reused, second.extracted, second.count) == (11, 5, 16) and second.reuse_note == ""
+    incremental, full = read_features(str(tmp_path / "f2.parquet")), run(pool).features
+    assert incremental.sample_ids.tolist() == pool.sample_ids.tolist() == full.sample_ids.tolist()
+    assert np.allclose(incremental.features, full.features, atol=1e-5)
+    assert incremental.image_digests.tolist() == full.image_digests.tolist()
+    assert incremental.labels.tolist() == pool.labels.tolist()
+    third = run(pool, previous=incremental)  # nothing new: no image runs through the model
+    assert (third.reused, third.extracted) == (16, 0)
+    assert np.array_equal(third.features.features, incremental.features)
+    other = run(pool, previous=incremental, image_size=40)  # another preprocessing: nothing is re-used
+    assert other.reused == 0 and "differ in ['image_size', 'preprocessing']" in other.reuse_note
+
+
+def test_the_extract_cli_reuses_a_previous_artifact_but_never_overwrites_it(tmp_path, capsys):
+    from active_finetuning.cli.main import main
+
+    write_manifest(byte_manifest(6), str(tmp_path / "m1.parquet"))
+    write_manifest(grown(byte_manifest(6), new=2, changed=0), str(tmp_path / "m2.parquet"))
+    common = ["--model", TINY, "--image-size", str(SIZE), "--workers", "0", "--threads", "1", "--no-progress"]
+    assert main(["extract", "--manifest", str(tmp_path / "m1.parquet"), "--out", str(tmp_path / "f1.parquet"),
+                 *common]) == 0
+    capsys.readouterr()
+    assert main(["extract", "--manifest", str(tmp_path / "m2.parquet"), "--out", str(tmp_path / "f2.parquet"),
+                 "--previous", str(tmp_path / "f1.parquet"), *common]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 images") and "re-used 5 unchanged rows" in out and "8 rows in all" in out
+    before = (tmp_path / "f1.parquet").read_bytes()
+    assert main(["extract", "--manifest", str(tmp_path / "m2.parquet"), "--out", str(tmp_path / "f1.parquet"),
+                 "--previous", str(tmp_path / "f1.parquet"), *common]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "f1.parquet").read_bytes() == before
+
+
 def test_manifest_and_features_on_gcs(gcs_bucket):
     for i in range(4):
         storage.write_bytes(f"{gcs_bucket}/pool/{'ab'[i % 2]}/{i}.png", encode(rgb(i)))

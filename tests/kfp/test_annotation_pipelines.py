@@ -1,7 +1,8 @@
 """The annotation loop's two pipelines end to end with ``kfp.local.SubprocessRunner``: real PNG digits
 in an image folder, a tiny timm model; the annotations are written from the export as a person would
-(class names in a CSV). Together with the budget study's end-to-end test, every component runs under
-``kfp.local`` at least once."""
+(class names in a CSV). Then the pool grows and the loop runs again, as it would the next night: only
+new and changed images are extracted, and only unlabeled samples are selected. Together with the
+budget study's end-to-end test, every component runs under ``kfp.local`` at least once."""
 
 import csv
 import json
@@ -31,13 +32,19 @@ def annotation_data(tmp_path):
     model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0)
     save_file(model.state_dict(), str(tmp_path / "weights.safetensors"))
     return {"pool": str(folder), "test": str(tmp_path / "test.parquet"), "truth": truth,
-            "weights": str(tmp_path / "weights.safetensors")}
+            "weights": str(tmp_path / "weights.safetensors"), "more": test}
+
+
+def shard_metadata(root) -> list[dict]:
+    """The features metadata each extract-features task of a kfp.local run recorded."""
+    records = sorted(root.glob("**/extract-features/executor_output.json"))
+    return [json.loads(r.read_text())["artifacts"]["features"]["artifacts"][0]["metadata"] for r in records]
 
 
 def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_path):
     from kfp import local
 
-    from active_finetuning.data.artifacts import read_selection
+    from active_finetuning.data.artifacts import read_features, read_selection
     from active_finetuning.kfp.pipelines import (
         select_for_annotation_pipeline,
         train_on_annotations_pipeline,
@@ -46,11 +53,13 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                raise_on_error=True)
     model = {"model_name": "test_efficientnet", "weights_uri": annotation_data["weights"]}
+    loop = {"features_cache_uri": str(tmp_path / "loop" / "features.parquet"),
+            "labeled_uri": str(tmp_path / "loop" / "labels")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         selected = select_for_annotation_pipeline(manifest_uri=annotation_data["pool"], budget="12", method="kcenter",
                                                   num_shards=1, image_size=32, batch_size=16,
-                                                  annotation_format="csv", **model)
+                                                  annotation_format="csv", **model, **loop)
         selection = read_selection(selected.output.path)
         assert len(selection) == 12 and selection.metadata["method"] == "kcenter"
         tasks = next((tmp_path / "kfp").glob("*/export-for-annotation/tasks"))
@@ -67,7 +76,8 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
         trained = train_on_annotations_pipeline(
             manifest_uri=annotation_data["pool"], test_manifest_uri=annotation_data["test"],
             selection_uri=selected.output.path, annotations_uri=str(annotations), annotations_format="csv",
-            recipe={"epochs": 2, "batch_size": 6, "image_size": 32, "checkpoint_seconds": 0}, batch_size=16, **model)
+            recipe={"epochs": 2, "batch_size": 6, "image_size": 32, "checkpoint_seconds": 0}, batch_size=16,
+            labels_folder_uri=loop["labeled_uri"], **model)
     summary = json.loads(trained.output)
     assert summary["kind"] == "evaluate" and 0 <= summary["accuracy"] <= 1
     matrix = np.asarray(summary["confusion_matrix"]["matrix"])
@@ -77,3 +87,25 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
 
     imported = read_labels(str(labels))
     assert sorted(imported.sample_ids) == sorted(selection.sample_ids)
+    assert [m["extracted"] for m in shard_metadata(tmp_path / "kfp")] == [40]
+
+    # the next night: 4 new images, 1 replaced; the loop's state carries the features and the labels
+    from pathlib import Path
+
+    more = annotation_data["more"]
+    for i in range(4):
+        Path(annotation_data["pool"], more.classes[more.labels[i]], f"new-{i}.png").write_bytes(more.load_bytes(i))
+    changed = sorted(Path(annotation_data["pool"]).glob("*/*.png"))[0]
+    changed.write_bytes(more.load_bytes(4))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-2"),
+               raise_on_error=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = select_for_annotation_pipeline(manifest_uri=annotation_data["pool"], budget="12", method="kcenter",
+                                               num_shards=2, image_size=32, batch_size=16,
+                                               annotation_format="csv", **model, **loop)
+    second = read_selection(again.output.path)
+    shards = shard_metadata(tmp_path / "kfp-2")
+    assert sum(m["extracted"] for m in shards) == 5 and sum(m["reused"] for m in shards) == 39
+    assert len(second) == 12 and not set(second.sample_ids) & set(selection.sample_ids)
+    assert len(read_features(loop["features_cache_uri"])) == 44  # the cache now holds the grown pool

@@ -13,7 +13,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 # checked before any work by cli.main: where this command writes, and what it must not overwrite
 OUTPUTS = {"out": "file"}
-INPUTS = ("manifest",)
+INPUTS = ("manifest", "previous")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail",
                         help="fail: stop and list unreadable images (default); skip: leave them out and report them")
     parser.add_argument("--skipped-out", help="skipped-images report URI (default: OUT with .skipped.parquet)")
+    parser.add_argument("--previous", help="features artifact of an earlier run (same model, weights and "
+                                           "preprocessing): copy the rows of unchanged images from it, extract "
+                                           "only new and changed ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_image_limit(parser)
 
@@ -52,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
                      interpolation=args.interpolation, mean=args.mean, std=args.std, resize=args.resize,
                      crop_pct=args.crop_pct, dtype=args.dtype, batch_size=args.batch_size, workers=args.workers,
                      shard=args.shard, on_bad_image=args.on_bad_image, skipped_out=args.skipped_out,
-                     device=args.device, progress=not args.no_progress)
-    print(f"{result.count} images → {result.dim}-d features ({args.model}, {result.metadata['weights_identity']}, "
+                     device=args.device, progress=not args.no_progress, previous=args.previous)
+    print(f"{result.extracted} images → {result.dim}-d features ({args.model}, {result.metadata['weights_identity']}, "
           f"{result.metadata['image_size']} px) in {result.seconds:.1f} s, {result.images_per_second:.1f} images/s")
+    if args.previous:
+        print(f"re-used {result.reused} unchanged rows of {args.previous}; {result.count} rows in all"
+              + (f" ({result.reuse_note})" if result.reuse_note else ""))
     if result.skipped_out is not None:
         print(f"skipped {len(result.skipped)} unreadable images; report: {result.skipped_out}")
         for sample_id, reason in result.skipped[:5]:

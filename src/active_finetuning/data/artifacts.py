@@ -84,11 +84,19 @@ class FeatureTable:
     features: np.ndarray  # (N, d) float16 or float32, as stored
     labels: np.ndarray | None = None  # (N,) int64 or None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # (N,) object array of str: a digest of each row's encoded image (extraction writes it), so that a
+    # later extraction of a grown pool re-uses the rows whose image did not change; None when unknown
+    image_digests: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.sample_ids = np.asarray(self.sample_ids, dtype=object)
         self.features = np.asarray(self.features)
         validate_features(self.sample_ids, self.features, self.labels)
+        if self.image_digests is not None:
+            self.image_digests = np.asarray(self.image_digests, dtype=object)
+            if len(self.image_digests) != len(self.sample_ids):
+                raise InputError(f"column 'image_digest' has {len(self.image_digests)} values for "
+                                 f"{len(self.sample_ids)} rows")
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -125,6 +133,8 @@ class FeatureTable:
         }
         if self.labels is not None:
             columns["label"] = pa.array(np.asarray(self.labels, dtype=np.int64))
+        if self.image_digests is not None:
+            columns["image_digest"] = pa.array(self.image_digests.tolist(), type=pa.string())
         return with_metadata(pa.table(columns), self.metadata)
 
 
@@ -202,8 +212,15 @@ def features_from_table(table: pa.Table, source: str = "features") -> FeatureTab
         label_col = table.column("label")
         if label_col.null_count == 0 and pa.types.is_integer(label_col.type):
             labels = label_col.to_numpy().astype(np.int64)
+    digests = None
+    if "image_digest" in table.column_names:
+        digest_col = table.column("image_digest")
+        if not pa.types.is_string(digest_col.type) or digest_col.null_count:
+            raise InputError(f"column 'image_digest' must hold a string in every row, got {digest_col.type} with "
+                             f"{digest_col.null_count} nulls; re-extract the features")
+        digests = np.asarray(digest_col.to_pylist(), dtype=object)
     return FeatureTable(
-        np.asarray(ids_col.to_pylist(), dtype=object), features, labels, metadata_of(table.schema)
+        np.asarray(ids_col.to_pylist(), dtype=object), features, labels, metadata_of(table.schema), digests
     )
 
 
@@ -323,6 +340,24 @@ def read_sample_ids(uri: str, what: str) -> list[str]:
     ids = table.column("sample_id").to_pylist()
     check_string_ids(ids, f"column 'sample_id' of {what} {uri!r}")
     return ids
+
+
+def read_sample_id_union(uri: str, what: str) -> list[str]:
+    """The sample ids of an artifact, or of every Parquet artifact under a folder or prefix (say one
+    labels artifact per round of annotation), each id once, in first-seen order. A folder that does not
+    exist yet, as before the first round, holds none."""
+    if uri.endswith(".parquet"):
+        return read_sample_ids(uri, what)
+    try:
+        files = [f for f in storage.list_prefix(uri) if f.endswith(".parquet")]
+    except InputError:
+        if storage.exists(uri):
+            return read_sample_ids(uri, what)
+        return []
+    ids: dict[str, None] = {}
+    for file in files:
+        ids.update(dict.fromkeys(read_sample_ids(file, what)))
+    return list(ids)
 
 
 def rows_of(pool, sample_ids, what: str, where: str = "the features pool",

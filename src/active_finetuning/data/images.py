@@ -93,14 +93,15 @@ def to_rgb(image):
 class ManifestImages:
     """The one image dataset (map-style): item k is the manifest row ``rows[k]``, decoded and
     transformed, with its target (``labels[k]``, or k itself when there are no labels: extraction
-    keeps its order with it) and an error message. ``tolerate_bad=True`` (extraction with
-    ``bad_images="skip"``) turns an undecodable image into a zero tensor and the message; otherwise
+    keeps its order with it) and an error message; with ``digests=True`` also the digest of its
+    encoded bytes (:func:`image_digest`). ``tolerate_bad=True`` (extraction with
+    ``bad_images="skip"``) turns an unreadable image into a zero tensor and the message; otherwise
     it is raised."""
 
     def __init__(self, manifest, rows, transform, labels=None, tolerate_bad: bool = False,
-                 shape: tuple[int, int] | None = None):
+                 shape: tuple[int, int] | None = None, digests: bool = False):
         self.manifest, self.rows, self.transform = manifest, np.asarray(rows, dtype=np.int64), transform
-        self.labels, self.tolerate_bad, self.shape = labels, tolerate_bad, shape
+        self.labels, self.tolerate_bad, self.shape, self.digests = labels, tolerate_bad, shape, digests
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,10 +111,22 @@ class ManifestImages:
 
         row = int(self.rows[k])
         target = k if self.labels is None else int(self.labels[k])
+        digest = ""
         try:
-            image = decode_image(self.manifest.load_bytes(row), str(self.manifest.sample_ids[row]))
+            data = self.manifest.load_bytes(row)
+            digest = image_digest(data) if self.digests else ""
+            image = decode_image(data, str(self.manifest.sample_ids[row]))
         except InputError as err:
             if not self.tolerate_bad:
                 raise
-            return torch.zeros(3, *self.shape), target, str(err)
-        return self.transform(image), target, ""
+            item = torch.zeros(3, *self.shape), target, str(err)
+        else:
+            item = self.transform(image), target, ""
+        return (*item, digest) if self.digests else item
+
+
+def image_digest(data: bytes) -> str:
+    """The content digest of an encoded image (BLAKE2b, 128 bits, hex): equal bytes, equal digest."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()

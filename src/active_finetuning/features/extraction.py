@@ -77,10 +77,17 @@ class Extraction:
     out: str | None = None
     skipped_out: str | None = None
     seconds: float = 0.0
+    reused: int = 0  # rows copied from ``previous`` (unchanged images), not extracted again
+    reuse_note: str = ""  # why nothing could be reused, when a previous artifact was given
+
+    @property
+    def extracted(self) -> int:
+        return self.count - self.reused
 
     @property
     def images_per_second(self) -> float:
-        return (self.count + len(self.skipped)) / self.seconds if self.seconds else 0.0
+        """Images run through the model (and images found unreadable) per second."""
+        return (self.extracted + len(self.skipped)) / self.seconds if self.seconds else 0.0
 
 
 def extract(manifest: Manifest | str, model: str, weights: str | None = None, *, out: str | None = None,
@@ -88,13 +95,19 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
             crop_pct: float | None = None, dtype: str = "float32", batch_size: int = 64,
             workers: int | None = None, shard=None, on_bad_image: str = "fail",
             skipped_out: str | None = None, device: str | None = None, progress: bool = True,
-            rows_per_group: int = ROWS_PER_GROUP) -> Extraction:
+            rows_per_group: int = ROWS_PER_GROUP, previous: str | FeatureTable | None = None) -> Extraction:
     """Extract pooled pre-logit features of ``manifest``'s images with timm model ``model``.
 
     With ``out`` the features artifact is written there (atomically, streamed in row groups) and
     ``Extraction.features`` is None; without it they are returned in memory. ``on_bad_image="fail"``
     raises :class:`InputError` listing every unreadable image and writes nothing;
     ``"skip"`` leaves them out and records them (``skipped_out``, default beside ``out``).
+
+    ``previous``, a features artifact of an earlier extraction with the same model, weights and
+    preprocessing, makes the extraction incremental: a row whose sample id is there with the same
+    image content (digest of the encoded bytes) is copied from it; new and changed images are
+    extracted. The result, in manifest order, is what a full extraction would write. A previous
+    artifact of another model, weights or preprocessing is not used (``Extraction.reuse_note`` says why).
     """
     import torch
 
@@ -109,7 +122,7 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
     if workers is not None and workers < 0:
         raise InputError(f"workers must be >= 0 (0 decodes in the main process), got {workers!r}")
     if out is not None:
-        storage.check_output(out, "out", [manifest] if isinstance(manifest, str) else [])
+        storage.check_output(out, "out", [uri for uri in (manifest, previous) if isinstance(uri, str)])
     if isinstance(manifest, str):
         manifest = read_manifest(manifest)
     shard = parse_shard(shard)
@@ -134,20 +147,23 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
     if shard is not None:
         metadata["shard"] = {"index": shard[0], "count": shard[1], "rows": [int(rows[0]), int(rows[-1]) + 1]}
 
+    start = time.perf_counter()
+    reuse = _Reuse.plan(previous, metadata, manifest, rows, workers)
     runner = _Runner(network, device)
-    images = ManifestImages(manifest, rows, preprocessing, tolerate_bad=True, shape=preprocessing.image_size)
-    loader = _loader(images, batch_size, workers, device)
+    new_rows = rows[~reuse.mask]
+    images = ManifestImages(manifest, new_rows, preprocessing, tolerate_bad=True, shape=preprocessing.image_size,
+                            digests=True)
     writer = _FeatureWriter(out, manifest, metadata, dtype, rows_per_group)
     bad: list[tuple[str, str]] = []
-    start = time.perf_counter()
     with writer:
         from ..progress import progress_bar
 
-        for inputs, positions, errors in progress_bar(loader, desc="extract", enabled=progress,
-                                                      total=len(loader), unit="batch"):
+        loader = _loader(images, batch_size, workers, device) if len(new_rows) else []
+        for inputs, positions, errors, digests in progress_bar(loader, desc="extract", enabled=progress,
+                                                               total=len(loader), unit="batch"):
             failed = [j for j, e in enumerate(errors) if e]
             for j in failed:
-                row = int(rows[int(positions[j])])
+                row = int(new_rows[int(positions[j])])
                 bad.append((manifest.sample_ids[row], errors[j]))
             if bad and on_bad_image == "fail":
                 continue  # keep reading to list every offending id; no more model work
@@ -155,7 +171,9 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
             if len(keep) == 0:
                 continue
             output = runner(inputs[torch.from_numpy(keep)] if len(failed) else inputs)
-            writer.add(rows[positions.numpy()[keep]], output)
+            reuse.interleave(writer, new_rows[positions.numpy()[keep]], output, np.asarray(digests, dtype=object)[keep])
+        if not (bad and on_bad_image == "fail"):
+            reuse.add_until(writer, len(reuse.rows))
         if bad and on_bad_image == "fail":
             listed = ", ".join(repr(sid) for sid, _ in bad[:_LISTED_IDS])
             more = f" and {len(bad) - _LISTED_IDS} more" if len(bad) > _LISTED_IDS else ""
@@ -168,7 +186,83 @@ def extract(manifest: Manifest | str, model: str, weights: str | None = None, *,
     seconds = time.perf_counter() - start
     if on_bad_image == "skip" and skipped_out is not None:
         write_skipped_report(bad, manifest, skipped_out)
-    return Extraction(writer.count, writer.dim, writer.metadata, bad, writer.table, out, skipped_out, seconds)
+    return Extraction(writer.count, writer.dim, writer.metadata, bad, writer.table, out, skipped_out, seconds,
+                      reused=reuse.count, reuse_note=reuse.note)
+
+
+#: Metadata that must match for a previous extraction's rows to be re-used (the rest, e.g. the
+#: manifest's name or the library version, does not change a row's features).
+REUSE_KEYS = ("model", "weights_identity", "image_size", "preprocessing", "feature", "normalized", "dtype")
+
+
+class _Reuse:
+    """The rows of a previous features artifact that an incremental extraction copies, fed to the
+    writer in manifest order between the newly extracted batches (both run in increasing row order)."""
+
+    def __init__(self, mask: np.ndarray, rows: np.ndarray, table: FeatureTable | None, sources: np.ndarray,
+                 note: str = ""):
+        self.mask, self.rows, self.table, self.sources, self.note = mask, rows, table, sources, note
+        self.next = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.mask.sum())
+
+    @classmethod
+    def plan(cls, previous, metadata: dict, manifest: Manifest, rows: np.ndarray, workers) -> "_Reuse":
+        nothing = np.zeros(len(rows), dtype=bool)
+        if previous is None:
+            return cls(nothing, rows[:0], None, rows[:0])
+        from ..data.artifacts import read_features
+
+        table = read_features(previous) if isinstance(previous, str) else previous
+        differing = [key for key in REUSE_KEYS if table.metadata.get(key) != metadata.get(key)]
+        if differing:
+            return cls(nothing, rows[:0], None, rows[:0], f"the previous features differ in {differing}: "
+                       "every image extracted")
+        if table.image_digests is None:
+            return cls(nothing, rows[:0], None, rows[:0], "the previous features record no image digests "
+                       "(written before incremental extraction): every image extracted")
+        position = {sid: i for i, sid in enumerate(table.sample_ids.tolist())}
+        current = _digests(manifest, rows, workers)
+        sources = np.asarray([position.get(manifest.sample_ids[row], -1) for row in rows], dtype=np.int64)
+        mask = np.asarray([src >= 0 and table.image_digests[src] == digest
+                           for src, digest in zip(sources, current)], dtype=bool)
+        return cls(mask, rows[mask], table, sources[mask])
+
+    def interleave(self, writer, rows: np.ndarray, values: np.ndarray, digests: np.ndarray) -> None:
+        """Hand the writer a batch of extracted ``rows`` (increasing) with the re-used rows that fall
+        before and between them, so that the artifact keeps the manifest's order."""
+        before = np.searchsorted(self.rows, rows)  # re-used rows that precede each extracted row
+        cuts = [*(np.flatnonzero(np.diff(before)) + 1).tolist(), len(rows)]
+        start = 0
+        for cut in cuts:
+            self.add_until(writer, int(before[start]))
+            writer.add(rows[start:cut], values[start:cut], digests[start:cut])
+            start = cut
+
+    def add_until(self, writer, end: int) -> None:
+        """Hand the writer the re-used rows up to (not including) the ``end``-th."""
+        if end > self.next:
+            chosen = self.sources[self.next:end]
+            writer.add(self.rows[self.next:end], self.table.features[chosen], self.table.image_digests[chosen])
+            self.next = end
+
+
+def _digests(manifest: Manifest, rows: np.ndarray, workers) -> list[str]:
+    """Digests of the encoded images of ``rows`` (read in threads: for image URIs this is I/O)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..data.images import image_digest
+
+    def digest(row) -> str:
+        try:
+            return image_digest(manifest.load_bytes(int(row)))
+        except InputError:
+            return ""  # unreadable now: extracted (and reported) like a new image
+
+    with ThreadPoolExecutor(max_workers=max(4, 2 * (workers or 1))) as pool:
+        return list(pool.map(digest, rows, chunksize=256))
 
 
 class _Runner:
@@ -230,9 +324,11 @@ class _FeatureWriter:
         self.count, self.dim = 0, 0
         self._pending_rows: list[np.ndarray] = []
         self._pending_values: list[np.ndarray] = []
+        self._pending_digests: list[np.ndarray] = []
         self._pending = 0
         self._kept_rows: list[np.ndarray] = []
         self._kept_values: list[np.ndarray] = []
+        self._kept_digests: list[np.ndarray] = []
         self._writer = None
         self._stack = contextlib.ExitStack()
         self._tmp = None
@@ -248,7 +344,7 @@ class _FeatureWriter:
             self._writer.close()
         return self._stack.__exit__(*exc)
 
-    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, values: np.ndarray, digests: np.ndarray) -> None:
         values = values.astype(self.dtype)
         finite = np.isfinite(values).all(axis=1)
         if not finite.all():
@@ -260,9 +356,11 @@ class _FeatureWriter:
         if self.out is None:
             self._kept_rows.append(rows)
             self._kept_values.append(values)
+            self._kept_digests.append(digests)
             return
         self._pending_rows.append(rows)
         self._pending_values.append(values)
+        self._pending_digests.append(digests)
         self._pending += len(rows)
         if self._pending >= self.rows_per_group:
             self._flush()
@@ -273,30 +371,33 @@ class _FeatureWriter:
         self.metadata["dim"] = self.dim
         return {METADATA_KEY: json.dumps(self.metadata, sort_keys=True, separators=(",", ":")).encode()}
 
-    def _batch(self, rows: np.ndarray, values: np.ndarray) -> pa.Table:
+    def _batch(self, rows: np.ndarray, values: np.ndarray, digests: np.ndarray) -> pa.Table:
         columns = {
             "sample_id": pa.array(self.manifest.sample_ids[rows].tolist(), type=pa.string()),
             "feature": pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), self.dim),
         }
         if self.manifest.labels is not None:
             columns["label"] = pa.array(self.manifest.labels[rows], type=pa.int64())
+        columns["image_digest"] = pa.array(digests.tolist(), type=pa.string())
         return pa.table(columns)
 
     def _flush(self) -> None:
         if not self._pending:
             return
-        table = self._batch(np.concatenate(self._pending_rows), np.concatenate(self._pending_values))
+        table = self._batch(np.concatenate(self._pending_rows), np.concatenate(self._pending_values),
+                            np.concatenate(self._pending_digests))
         if self._writer is None:
             table = table.replace_schema_metadata(self._schema_metadata())
             self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd", write_statistics=False)
         self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata),
                                  row_group_size=self.rows_per_group)
-        self._pending_rows, self._pending_values, self._pending = [], [], 0
+        self._pending_rows, self._pending_values, self._pending_digests, self._pending = [], [], [], 0
 
     def finish(self) -> None:
         if self.out is None:
             rows, values = np.concatenate(self._kept_rows), np.concatenate(self._kept_values)
-            table = self._batch(rows, values).replace_schema_metadata(self._schema_metadata())
+            table = self._batch(rows, values, np.concatenate(self._kept_digests))
+            table = table.replace_schema_metadata(self._schema_metadata())
             self.table = features_from_table(table, source="extracted features")
             return
         self._flush()

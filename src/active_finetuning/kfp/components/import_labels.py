@@ -6,7 +6,7 @@ from ..image import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], selection: dsl.Input[dsl.Dataset],
                   labels: dsl.Output[dsl.Dataset], annotations_format: str = "auto", allow_partial: bool = False,
-                  label_format: str = "auto"):
+                  label_format: str = "auto", labels_folder_uri: str = ""):
     """Turn an annotation tool's export into the labels artifact, checked against the selection.
 
     Args:
@@ -18,6 +18,8 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
         label_format: ``auto``, ``index`` or ``name``: whether labels are class indices or names (``auto``
             refuses a file where a number could be either, e.g. class folders named 1, 2, 10).
         allow_partial: Accept an export that lacks some selected samples.
+        labels_folder_uri: A folder that keeps every round's labels (the labeling loop's): a copy is
+            written there, named by the selection; the next selection never picks these samples again.
     """
     from active_finetuning.data.artifacts import read_selection
     from active_finetuning.data.manifest import read_manifest
@@ -27,4 +29,8 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
     result = load(annotations_uri, read_manifest(manifest.path), read_selection(selection.path),
                   format=annotations_format, allow_partial=allow_partial, label_format=label_format)
     write_labels(result, labels.path)
+    if labels_folder_uri:
+        from active_finetuning.data import storage
+
+        storage.upload_file(labels.path, storage.join(labels_folder_uri, f"labels-{result.identity()}.parquet"))
     labels.metadata.update({"samples": len(result.sample_ids), "source": annotations_uri})

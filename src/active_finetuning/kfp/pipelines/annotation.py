@@ -4,6 +4,10 @@ annotation tool.
     select_for_annotation:  build-manifest ─► extract-features (shards) ─► merge ─► select ─► export-for-annotation
     (people annotate the exported tasks in Label Studio, or fill the CSV)
     train_on_annotations:   build-manifest ─► import-labels ─► finetune ─► evaluate
+
+Run nightly on a growing pool, the loop keeps its state in two places the user names:
+``features_cache_uri`` (the latest features: the next run extracts only new and changed images)
+and ``labels_folder_uri`` (every round's labels: the next selection complements them).
 """
 
 
@@ -39,6 +43,8 @@ def select_for_annotation_pipeline(
     method_params: dict = {},
     annotation_format: str = "label-studio",
     signed_urls: bool = False,
+    features_cache_uri: str = "",
+    labeled_uri: str = "",
 ) -> dsl.Dataset:
     """Extract features, select ``budget`` samples with ``method``, export them for annotation.
 
@@ -55,6 +61,10 @@ def select_for_annotation_pipeline(
         method_params: Per-method selection parameters, e.g. {"bilaf": {"num_cores": 250}}.
         annotation_format: "label-studio" (JSON task import) or "csv".
         signed_urls: Give gs:// images as signed HTTPS URLs in the tasks.
+        features_cache_uri: A features file kept between runs: rows of unchanged images are re-used
+            from it, and the new features are written back to it; empty: extract every image.
+        labeled_uri: Samples already labeled (a labels artifact, or the folder train_on_annotations
+            keeps every round's labels in): never selected again; empty: none.
 
     Returns:
         The selection (give its URI to train_on_annotations).
@@ -64,10 +74,11 @@ def select_for_annotation_pipeline(
     with dsl.ParallelFor(items=shards.output, name="extract-shards") as shard_index:
         shard = place(extract_features(manifest=pool.outputs["manifest"], model_name=model_name,
                                        weights_uri=weights_uri, shard_index=shard_index, num_shards=num_shards,
-                                       image_size=image_size, batch_size=batch_size))
-    features = place(merge_features(shards=dsl.Collected(shard.outputs["features"])))
+                                       image_size=image_size, batch_size=batch_size,
+                                       previous_features_uri=features_cache_uri))
+    features = place(merge_features(shards=dsl.Collected(shard.outputs["features"]), publish_uri=features_cache_uri))
     selection = place(select(features=features.outputs["features"], method=method, budget=budget, seed=seed,
-                             method_params=method_params))
+                             method_params=method_params, labeled_uri=labeled_uri))
     place(export_for_annotation(manifest=pool.outputs["manifest"], selection=selection.outputs["selection"],
                                 annotation_format=annotation_format, signed_urls=signed_urls))
     return selection.outputs["selection"]
@@ -87,6 +98,7 @@ def train_on_annotations_pipeline(
     annotations_format: str = "auto",
     label_format: str = "auto",
     allow_partial: bool = False,
+    labels_folder_uri: str = "",
 ) -> str:
     """Turn the annotation tool's export into labels, finetune on them, score on the test set.
 
@@ -102,6 +114,8 @@ def train_on_annotations_pipeline(
         annotations_format: "auto", "label-studio" or "csv".
         label_format: "auto", "index" or "name": whether labels are class indices or class names.
         allow_partial: Accept an export that lacks some selected samples.
+        labels_folder_uri: A folder keeping every round's labels (give it as select_for_annotation's
+            labeled_uri); empty: none.
 
     Returns:
         The evaluation summary (JSON).
@@ -111,7 +125,7 @@ def train_on_annotations_pipeline(
     selection = dsl.importer(artifact_uri=selection_uri, artifact_class=dsl.Dataset, reimport=False)
     labels = place(import_labels(annotations_uri=annotations_uri, manifest=pool.outputs["manifest"],
                                  selection=selection.output, annotations_format=annotations_format, label_format=label_format,
-                                 allow_partial=allow_partial))
+                                 allow_partial=allow_partial, labels_folder_uri=labels_folder_uri))
     model = place(finetune(manifest=pool.outputs["manifest"], labels=labels.outputs["labels"],
                            model_name=model_name, weights_uri=weights_uri, recipe=recipe))
     scored = place(evaluate(model=model.outputs["model"], test_manifest=test.outputs["manifest"],
