@@ -41,6 +41,10 @@ CANDIDATES = {
                            "eval_crop_pct": 1.0},
     "lr0.02-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.02, "crop_scale": (0.35, 1.0),
                            "eval_crop_pct": 1.0},
+    "lpft-lr0.01-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.01,
+                                "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "head_init": "probe"},
+    "lpft-lr0.003-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.003,
+                                 "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "head_init": "probe"},
 }
 
 

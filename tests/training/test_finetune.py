@@ -141,3 +141,31 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
     assert rates[0] == 0.0 and rates[5] == pytest.approx(0.05) and rates[10] == pytest.approx(0.1)
     assert rates[55] == pytest.approx(0.05) and rates[99] < 1e-4
     assert all(a >= b for a, b in zip(rates[10:], rates[11:]))
+
+
+def test_a_probe_head_starts_finetuning_from_the_linear_probe(data):
+    """LP-FT: the new classifier is the logistic-regression probe on the frozen features, folded back
+    from standardised features, so the untrained network's logits are the probe's decision function."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from active_finetuning.data.images import decode_image
+    from active_finetuning.features.extraction import pooled_pre_logits
+    from active_finetuning.features.models import create_model
+    from active_finetuning.training.finetune import _probe_head, preprocessing
+    from active_finetuning.training.model import eval_transform
+
+    train, labels = data["train"], data["labels"]
+    network = create_model(MODEL, weights=None, num_classes=3)
+    config = preprocessing(network.pretrained_cfg, Recipe(image_size=32))
+    _probe_head(network, train, np.arange(len(train)), labels.labels, 3, config, torch.device("cpu"))
+    transform = eval_transform(config)
+    images = torch.stack([transform(decode_image(train.load_bytes(i), "x")) for i in range(len(train))])
+    network.eval()
+    with torch.inference_mode():
+        features, logits = pooled_pre_logits(network, images).numpy(), network(images).numpy()
+    scaler = StandardScaler().fit(features)
+    probe = LogisticRegression(C=0.5, max_iter=1000).fit(scaler.transform(features), labels.labels)
+    assert np.allclose(logits, probe.decision_function(scaler.transform(features)), atol=1e-3)
+    assert (logits.argmax(1) == probe.predict(scaler.transform(features))).all()

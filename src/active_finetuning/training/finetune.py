@@ -107,6 +107,46 @@ def _init_head(network, std: float) -> None:
                 head.bias.zero_()
 
 
+def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, device) -> None:
+    """LP-FT (Kumar et al., ICLR 2022; docs/methods.md §4): start the new classifier from a logistic
+    regression on the frozen model's features of the labeled images (evaluation preprocessing), so
+    that finetuning starts from the probe's accuracy instead of a random head's. The probe is fitted
+    on standardised features and folded back: w = w_std / σ, b = b_std − Σ w_std · μ / σ."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from ..features.extraction import pooled_pre_logits
+    from .model import eval_transform, image_loader
+
+    head = network.get_classifier() if hasattr(network, "get_classifier") else None
+    if not isinstance(head, torch.nn.Linear):
+        raise InputError(f"head_init='probe' needs a linear classifier; this model's is {type(head).__name__}")
+    dataset = ManifestImages(manifest, rows, eval_transform(data))
+    batches = [list(range(s, min(s + 64, len(rows)))) for s in range(0, len(rows), 64)]
+    network.eval()
+    with torch.inference_mode():
+        features = torch.cat([pooled_pre_logits(network, images.to(device)).float().cpu()
+                              for images, _, _ in image_loader(dataset, batches, 0, device)]).numpy()
+    network.train()
+    scaler = StandardScaler().fit(features)
+    probe = LogisticRegression(C=0.5, max_iter=1000).fit(scaler.transform(features), targets)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    weight = np.zeros((num_classes, features.shape[1]))
+    bias = np.full(num_classes, -10.0)  # a class without labels: never predicted at the start
+    if len(probe.classes_) == 2:  # scikit-learn keeps one row for two classes: logit(class 1) − logit(class 0)
+        coef = np.vstack([-probe.coef_ / 2, probe.coef_ / 2])
+        intercept = np.r_[-probe.intercept_ / 2, probe.intercept_ / 2]
+    else:
+        coef, intercept = probe.coef_, probe.intercept_
+    weight[probe.classes_] = coef / scale
+    bias[probe.classes_] = intercept - (coef * scaler.mean_ / scale).sum(axis=1)
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
+        if head.bias is not None:
+            head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+
+
 def finetune(manifest, labels, model: str, weights: str | None = None, out: str | None = None,
              recipe: Recipe | None = None, device: str | None = None, model_overrides: dict | None = None,
              run=None, on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
@@ -167,6 +207,8 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     _init_head(network, recipe.head_init_std)
     torch.manual_seed(derived_seed(recipe.seed, "training"))  # drop-path's stream; checkpointed
     data = preprocessing(data_config(network), recipe)
+    if recipe.head_init == "probe" and checkpoint is None:
+        _probe_head(network, manifest, rows, labels.labels, len(classes), data, device)
     network = network.to(device)
     if cuda and recipe.channels_last:
         network = network.to(memory_format=torch.channels_last)

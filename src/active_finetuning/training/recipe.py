@@ -36,8 +36,11 @@ class Recipe(Params):
     label_smoothing: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "label smoothing")
     clip_grad: float | None = parameter(2.0, Interval(float, 0, closed="neither"), "gradient norm clip; None: off")
     drop_path: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "stochastic depth rate")
+    head_init: Literal["random", "probe"] = parameter(
+        "random", help="the new classifier: random (the papers), or a linear probe fitted on the frozen "
+                       "features of the labeled images first (LP-FT)")
     head_init_std: float = parameter(0.01, Interval(float, 0),
-                                     "the new classifier's weights ~ N(0, std²), bias 0 (0: zeros)")
+                                     "random head: weights ~ N(0, std²), bias 0 (0: zeros)")
     image_size: int | None = parameter(None, Interval(int, 8), "input size; None: the model's data config")
     crop_scale: tuple[float, float] = parameter((0.08, 1.0), Interval(float, 0, 1, closed="right"),
                                                 "RandomResizedCrop's area range (low, high)")
