@@ -107,11 +107,28 @@ def _init_head(network, std: float) -> None:
                 head.bias.zero_()
 
 
-def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, device) -> None:
+def _best_temperature(logits: np.ndarray, targets: np.ndarray, label_smoothing: float) -> float:
+    """The T > 0 that minimises the label-smoothed cross-entropy of ``logits / T`` (a 1-D search)."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    classes = logits.shape[1]
+    smooth = np.full(logits.shape, label_smoothing / classes)
+    smooth[np.arange(len(targets)), targets] += 1 - label_smoothing
+
+    def loss(log_t: float) -> float:
+        return float(-(smooth * log_softmax(logits / np.exp(log_t), axis=1)).sum(axis=1).mean())
+
+    return float(np.exp(minimize_scalar(loss, bounds=(-5, 8), method="bounded").x))
+
+
+def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, device,
+                label_smoothing: float = 0.0) -> None:
     """LP-FT (Kumar et al., ICLR 2022; docs/methods.md §4): start the new classifier from a logistic
     regression on the frozen model's features of the labeled images (evaluation preprocessing), so
-    that finetuning starts from the probe's accuracy instead of a random head's. The probe is fitted
-    on standardised features and folded back: w = w_std / σ, b = b_std − Σ w_std · μ / σ."""
+    that finetuning starts from the probe's predictions instead of a random head's. The probe is
+    fitted on standardised features and folded back (w = w_std / σ, b = b_std − Σ w_std · μ / σ),
+    then divided by the temperature that best fits the label-smoothed targets."""
     import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -141,6 +158,10 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
         coef, intercept = probe.coef_, probe.intercept_
     weight[probe.classes_] = coef / scale
     bias[probe.classes_] = intercept - (coef * scaler.mean_ / scale).sum(axis=1)
+    # a probe that separates the few labels has logits in the tens; gradients through such a head
+    # wreck the backbone, so the head is cooled to the temperature that best fits the smoothed targets
+    temperature = _best_temperature(features @ weight.T + bias, np.asarray(targets), label_smoothing)
+    weight, bias = weight / temperature, bias / temperature
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
         if head.bias is not None:
@@ -208,7 +229,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     torch.manual_seed(derived_seed(recipe.seed, "training"))  # drop-path's stream; checkpointed
     data = preprocessing(data_config(network), recipe)
     if recipe.head_init == "probe" and checkpoint is None:
-        _probe_head(network, manifest, rows, labels.labels, len(classes), data, device)
+        _probe_head(network, manifest, rows, labels.labels, len(classes), data, device, recipe.label_smoothing)
     network = network.to(device)
     if cuda and recipe.channels_last:
         network = network.to(memory_format=torch.channels_last)

@@ -79,6 +79,10 @@ def select_for_annotation_pipeline(
     features = place(merge_features(shards=dsl.Collected(shard.outputs["features"]), publish_uri=features_cache_uri))
     selection = place(select(features=features.outputs["features"], method=method, budget=budget, seed=seed,
                              method_params=method_params, labeled_uri=labeled_uri))
+    # the loop's state lives outside the artifacts: writing the features cache and reading the labels
+    # folder are not a cache key's business, so these two steps always run
+    features.set_caching_options(enable_caching=False)
+    selection.set_caching_options(enable_caching=False)
     place(export_for_annotation(manifest=pool.outputs["manifest"], selection=selection.outputs["selection"],
                                 annotation_format=annotation_format, signed_urls=signed_urls))
     return selection.outputs["selection"]
@@ -126,6 +130,7 @@ def train_on_annotations_pipeline(
     labels = place(import_labels(annotations_uri=annotations_uri, manifest=pool.outputs["manifest"],
                                  selection=selection.output, annotations_format=annotations_format, label_format=label_format,
                                  allow_partial=allow_partial, labels_folder_uri=labels_folder_uri))
+    labels.set_caching_options(enable_caching=False)  # it writes the loop's labels folder
     model = place(finetune(manifest=pool.outputs["manifest"], labels=labels.outputs["labels"],
                            model_name=model_name, weights_uri=weights_uri, recipe=recipe))
     scored = place(evaluate(model=model.outputs["model"], test_manifest=test.outputs["manifest"],
