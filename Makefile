@@ -4,8 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Label Studio, a real server for the annotation tests, in its own environment: its Django stack
+# and pins do not belong in the project's.
+LS_VENV ?= .venv-label-studio
+LS_STAMP := $(LS_VENV)/.installed
+LABEL_STUDIO_VERSION ?= 1.23.2
 
-.PHONY: demo test test-all venv benchmarks clean
+.PHONY: demo test test-all venv label-studio benchmarks clean
 
 venv: $(STAMP)
 
@@ -16,14 +21,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[all]"
 	touch $(STAMP)
 
+$(LS_STAMP):
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "label-studio==$(LABEL_STUDIO_VERSION)"
+	touch $(LS_STAMP)
+
+label-studio: $(LS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/active-finetuning demo
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	CI=$${CI:-} $(BIN)/python -m pytest -m "not slow" -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(LS_STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(LS_VENV) outputs .pytest_cache

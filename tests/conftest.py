@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.gcs_fixtures import gcs_bucket, gcs_emulator  # noqa: F401  (a real GCS emulator)
+from tests.labelstudio_fixtures import label_studio  # noqa: F401  (a real Label Studio server)
 from tests.mlflow_fixtures import mlflow_server  # noqa: F401  (a real MLflow server fixture)
 
 ROOT = Path(__file__).resolve().parents[1]

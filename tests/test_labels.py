@@ -18,6 +18,7 @@ from active_finetuning.labels import (
     Labels,
     export_for_annotation,
     import_labels,
+    task_ref,
     label_studio_config,
     oracle_labels,
     read_labels,
@@ -55,7 +56,8 @@ def test_label_studio_export_keeps_pick_order_and_gs_uris(tmp_path):
     tasks = export_for_annotation(_selection([7, 2, 9]), _manifest(), str(tmp_path / "tasks.json"))
     written = json.loads((tmp_path / "tasks.json").read_text())
     assert written == tasks
-    assert [t["data"]["sample_id"] for t in written] == ["img/007.png", "img/002.png", "img/009.png"]
+    assert [t["data"]["ref"] for t in written] == [task_ref(f"img/{i:03d}.png") for i in (7, 2, 9)]
+    assert not any("sample_id" in t["data"] or "img/" in t["data"]["ref"] for t in written)  # never the answer
     assert [t["data"]["image"] for t in written] == [f"gs://pool-bucket/images/{i:03d}.png" for i in (7, 2, 9)]
     assert [t["data"]["rank"] for t in written] == [0, 1, 2] and written[0]["data"]["role"] == "core"
 
@@ -67,6 +69,31 @@ def test_csv_export_and_data_urls_for_manifests_holding_bytes(tmp_path):
     assert [r["sample_id"] for r in rows] == ["img/005.png", "img/001.png"] and rows[1]["rank"] == "1"
     kind, payload = rows[0]["image"].split(",", 1)
     assert kind == "data:image/png;base64" and base64.b64decode(payload) == manifest.load_bytes(5)
+
+
+def test_local_image_files_go_as_data_urls_and_import_maps_refs_back(tmp_path):
+    from PIL import Image
+
+    from active_finetuning.data.manifest import build_manifest
+
+    for i, name in enumerate(("cat", "dog", "frog")):
+        (tmp_path / "pool" / name).mkdir(parents=True)
+        Image.new("RGB", (4, 4), (i * 80, 0, 0)).save(tmp_path / "pool" / name / f"{i}.png")
+    manifest = build_manifest(str(tmp_path / "pool"))
+    selection = Selection(np.asarray([2, 0]), manifest.sample_ids[[2, 0]], np.asarray(["pick", "pick"], dtype=object))
+    tasks = export_for_annotation(selection, manifest, str(tmp_path / "tasks.json"))
+    assert all(t["data"]["image"].startswith("data:image/png;base64,") for t in tasks)  # no local path
+    assert "frog" not in json.dumps(tasks)  # the class folder is not shown to annotators
+    export = [{"id": n, "data": task["data"], "annotations": [{"result": [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [answer]}}]}]}
+        for n, (task, answer) in enumerate(zip(tasks, ("frog", "cat")))]
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    labels = import_labels(str(tmp_path / "export.json"), manifest, selection)
+    assert labels.sample_ids.tolist() == manifest.sample_ids[[2, 0]].tolist() and labels.labels.tolist() == [2, 0]
+    export[0]["data"]["ref"] = "0123456789abcdef"
+    (tmp_path / "export.json").write_text(json.dumps(export))
+    with pytest.raises(InputError, match="ref '0123456789abcdef', which is no sample of this manifest"):
+        import_labels(str(tmp_path / "export.json"), manifest, selection)
 
 
 def test_signed_urls_are_v4_signatures_of_the_gs_object(tmp_path, monkeypatch):

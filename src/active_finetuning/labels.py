@@ -171,9 +171,19 @@ def _data_url(data: bytes) -> str:
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
 
+def task_ref(sample_id: str) -> str:
+    """The opaque id a Label Studio task carries instead of the sample id, which can give the answer
+    away (``frog/2997.png``): a 64-bit BLAKE2b digest of the id. Import maps it back through the manifest."""
+    import hashlib
+
+    return hashlib.blake2b(str(sample_id).encode(), digest_size=8, person=b"af-task-ref").hexdigest()
+
+
 def annotation_tasks(selection, manifest, signed_urls: bool = False, expiry: timedelta = timedelta(days=7),
                      credentials=None) -> list[dict[str, Any]]:
-    """One task per selected sample, in pick order. Manifests holding image bytes get data: URLs."""
+    """One task per selected sample, in pick order: the image (``gs://`` or ``http(s)`` as they are
+    or signed; image bytes and local files as ``data:`` URLs, which Label Studio shows without any
+    storage set-up), the opaque ``ref``, the pick ``rank`` and ``role``; no sample id."""
     sample_ids = list(selection.sample_ids)
     if not sample_ids:
         raise InputError("the selection is empty; nothing to annotate")
@@ -182,20 +192,22 @@ def annotation_tasks(selection, manifest, signed_urls: bool = False, expiry: tim
     roles = list(getattr(selection, "role", ["pick"] * len(sample_ids)))
     tasks = []
     for rank, (sid, row, role) in enumerate(zip(sample_ids, rows, roles)):
-        if uris is not None and uris[row]:
-            url = image_url(str(uris[row]), signed_urls, expiry, credentials)
+        uri = str(uris[row]) if uris is not None and uris[row] else None
+        if uri is not None and storage.scheme_of(uri) in ("gs", "http", "https"):
+            url = image_url(uri, signed_urls, expiry, credentials)
         elif signed_urls:
-            raise InputError("the manifest holds image bytes, not gs:// URIs; export without --signed-urls")
+            raise InputError("signed URLs need gs:// images; this manifest holds image bytes or local files: "
+                             "export without --signed-urls")
         else:
             url = _data_url(manifest.load_bytes(int(row)))
-        tasks.append({"data": {"image": url, "sample_id": str(sid), "rank": rank, "role": str(role)}})
+        tasks.append({"data": {"image": url, "ref": task_ref(sid), "rank": rank, "role": str(role)}})
     return tasks
 
 
 def label_studio_config(classes: Sequence[str] | None, field_name: str = "label") -> str:
     """A Label Studio labeling config for image classification whose export :func:`import_labels` reads."""
     choices = "\n".join(f'    <Choice value="{name}"/>' for name in (classes or []))
-    return (f'<View>\n  <Image name="image" value="$image"/>\n  <Text name="sample_id" value="$sample_id"/>\n'
+    return (f'<View>\n  <Image name="image" value="$image"/>\n'
             f'  <Choices name="{field_name}" toName="image" choice="single" required="true">\n{choices}\n'
             "  </Choices>\n</View>\n")
 
@@ -214,8 +226,9 @@ def export_for_annotation(selection, manifest, out: str, format: str = "label-st
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=["rank", "sample_id", "role", "image"])
                 writer.writeheader()
-                for task in tasks:
-                    writer.writerow(task["data"])
+                for sid, task in zip(selection.sample_ids, tasks):  # the team's own file: it names the ids
+                    writer.writerow({"rank": task["data"]["rank"], "sample_id": str(sid),
+                                     "role": task["data"]["role"], "image": task["data"]["image"]})
     return tasks
 
 
@@ -232,8 +245,10 @@ def _read_text(uri: str) -> str:
         raise InputError(f"annotations {uri!r} are not UTF-8 text: {err}") from err
 
 
-def _label_studio_pairs(items: list, field_name: str, uri: str) -> list[tuple[str, Any]]:
-    """(sample_id, label value or None) from a Label Studio JSON-min or full JSON export."""
+def _label_studio_pairs(items: list, field_name: str, uri: str, manifest) -> list[tuple[str, Any]]:
+    """(sample_id, label value or None) from a Label Studio JSON-min or full JSON export; a task's
+    opaque ``ref`` is mapped back to its sample id through the manifest."""
+    refs: dict[str, str] | None = None
     pairs = []
     for number, item in enumerate(items):
         if not isinstance(item, dict):
@@ -243,10 +258,17 @@ def _label_studio_pairs(items: list, field_name: str, uri: str) -> list[tuple[st
             raise InputError(f"annotations {uri!r}: item {number} has 'data' of type {type(data).__name__}, not an "
                              "object; import a Label Studio export of tasks made by export-for-annotation")
         sid = data.get("sample_id")
+        if sid is None and "ref" in data:
+            if refs is None:
+                refs = {task_ref(s): s for s in manifest.sample_ids.tolist()}
+            sid = refs.get(str(data["ref"]))
+            if sid is None:
+                raise InputError(f"annotations {uri!r}: item {number} has ref {data['ref']!r}, which is no sample "
+                                 "of this manifest; import against the manifest the tasks were exported from")
         if sid is None:
             raise InputError(
-                f"annotations {uri!r}: item {number} has no 'sample_id'; import tasks made by "
-                "export-for-annotation (their data carries the sample id)"
+                f"annotations {uri!r}: item {number} has neither 'ref' nor 'sample_id'; import tasks made by "
+                "export-for-annotation"
             )
         if "annotations" in item:
             value = None
@@ -331,7 +353,7 @@ def import_labels(annotations_uri: str, manifest, selection=None, format: str = 
             raise InputError(f"annotations {annotations_uri!r} are not valid JSON: {err}") from err
         if not isinstance(items, list):
             raise InputError(f"annotations {annotations_uri!r} must be a JSON list of tasks (a Label Studio export)")
-        pairs = _label_studio_pairs(items, field_name, annotations_uri)
+        pairs = _label_studio_pairs(items, field_name, annotations_uri, manifest)
     else:
         pairs = _csv_pairs(text, annotations_uri)
     if not pairs:

@@ -206,6 +206,24 @@ def test_schedule_creates_a_recurring_run_with_a_six_field_cron(cli, kfp_api, co
     assert "recurring run" in out and "0 30 1 * * *" in out
 
 
+def test_schedule_runs_the_nightly_labeling_loop_from_its_manifest_config(cli, kfp_api):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "manifests" / "labeling-loop" / "pipeline-config.yaml"
+    code, out, err = cli("schedule", "--host", kfp_api.url, "--config", str(config))
+    assert code == 0, err
+    (pipeline,) = kfp_api.pipelines.values()
+    assert pipeline["display_name"] == "active-finetuning-select-for-annotation"
+    (uploaded,) = kfp_api.versions[pipeline["pipeline_id"]]
+    assert uploaded["pipeline_spec"][0]["pipelineInfo"]["name"] == "active-finetuning-select-for-annotation"
+    (job,) = kfp_api.recurring_runs
+    assert job["display_name"] == "nightly-labeling-loop" and job["trigger"]["cron_schedule"]["cron"] == "0 0 1 * * *"
+    params = job["runtime_config"]["parameters"]
+    assert params["labeled_uri"].endswith("/loop/labels/") and params["label_studio_project"] == 1
+    code, _, err = cli("submit", "--host", kfp_api.url, "--config", str(config), "--set", "methods=[bilaf]")
+    assert code == 2 and "the select-for-annotation pipeline takes" in err
+
+
 def test_bad_requests_fail_with_exit_code_2_and_send_nothing(cli, kfp_api, config):
     code, _, err = cli("schedule", "--host", kfp_api.url, "--config", str(config), "--cron", "30 1 * * *")
     assert code == 2 and "seconds first" in err

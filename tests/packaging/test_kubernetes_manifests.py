@@ -73,7 +73,8 @@ def test_every_manifest_parses_with_kind_and_name():
         docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
         assert docs, f"{path} is empty"
         relative = str(path.relative_to(MANIFESTS))
-        if relative in ("kustomization.yaml", "recurring-run/pipeline-config.yaml"):
+        if relative in ("kustomization.yaml", "recurring-run/pipeline-config.yaml",
+                        "labeling-loop/pipeline-config.yaml"):
             continue
         assert relative in listed, f"{relative} is not listed in kustomization.yaml"
         for doc in docs:
@@ -85,7 +86,7 @@ def test_kinds_and_namespace(rendered):
     assert set(rendered) == {
         ("Namespace", NAMESPACE), ("ServiceAccount", NAMESPACE), ("PersistentVolumeClaim", "mlflow-store"),
         ("Deployment", "mlflow"), ("Service", "mlflow"), ("Job", "schedule-budget-study"),
-        ("ConfigMap", "recurring-run-config"),
+        ("ConfigMap", "recurring-run-config"), ("Job", "schedule-labeling-loop"), ("ConfigMap", "labeling-loop-config"),
     }
     for (kind, _), doc in rendered.items():
         if kind != "Namespace":
@@ -162,6 +163,21 @@ def test_configuration_file_loads_as_the_cli_reads_it_and_lists_every_parameter(
     assert config.schedule["cron"] == "0 0 2 * * *"
     assert set(config.parameters) == set(pipeline_parameters())  # the example the README points to is complete
     check_parameters(config.parameters)  # and valid before any step runs
+
+
+def test_the_nightly_labeling_loop_schedules_the_annotation_pipeline_with_its_state(rendered):
+    from active_finetuning.kfp.config import check_cron, load_config, pipeline_parameters
+
+    job = rendered[("Job", "schedule-labeling-loop")]
+    (volume,) = job["spec"]["template"]["spec"]["volumes"]
+    assert volume["configMap"]["name"].startswith("labeling-loop-config")
+    assert _container(job)["command"] == ["active-finetuning", "schedule"]
+    config = load_config(str(MANIFESTS / "labeling-loop" / "pipeline-config.yaml"))  # validated as the CLI does
+    assert config.schedule["pipeline"] == "select-for-annotation" and check_cron(config.schedule["cron"])
+    assert set(config.parameters) == set(pipeline_parameters("select-for-annotation"))  # complete
+    assert config.parameters["features_cache_uri"].endswith(".parquet") and config.parameters["labeled_uri"]
+    text = (MANIFESTS / "labeling-loop" / "pipeline-config.yaml").read_text()
+    assert "api-key" not in text and "api_key" not in text  # the key lives in a secret only
 
 
 KUBERNETES_VERSION = "1.31"  # the schemas the rendered manifests are validated against (GKE's regular channel)

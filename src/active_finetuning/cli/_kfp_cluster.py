@@ -11,7 +11,10 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="overrides",
                         help="a pipeline parameter (YAML value), e.g. --set budgets='[1%%, 2%%]'; repeatable")
     parser.add_argument("--experiment", help="KFP experiment (default: config, else active-finetuning)")
-    parser.add_argument("--pipeline-name", default="active-finetuning", help="the pipeline's name in KFP")
+    parser.add_argument("--pipeline", choices=["budget-study", "select-for-annotation", "train-on-annotations"],
+                        help="which pipeline to run (default: the config's schedule.pipeline, else budget-study)")
+    parser.add_argument("--pipeline-name", help="the pipeline's name in KFP (default: active-finetuning, or "
+                                                "active-finetuning-<pipeline> for the annotation pipelines)")
     parser.add_argument("--version", help="the pipeline version's name (default: a UTC timestamp)")
     parser.add_argument("--namespace", help="the KFP namespace (multi-user installs: your profile)")
     parser.add_argument("--token", help="a bearer token for the KFP API (default: KF_PIPELINES_TOKEN)")
@@ -29,9 +32,12 @@ def settings_and_parameters(args: argparse.Namespace):
     config = load_config(args.config) if args.config else PipelineConfig()
     parameters = {**config.parameters, **parse_overrides(args.overrides)}
     sched = config.schedule
+    pipeline = args.pipeline or sched.get("pipeline") or "budget-study"
+    default_name = "active-finetuning" if pipeline == "budget-study" else f"active-finetuning-{pipeline}"
     settings = ClusterSettings(
         host=args.host, experiment=args.experiment or sched.get("experiment") or "active-finetuning",
-        pipeline_name=args.pipeline_name, version=args.version, namespace=args.namespace,
+        pipeline_name=args.pipeline_name or default_name, version=args.version, namespace=args.namespace,
+        pipeline=pipeline,
         token=args.token or os.environ.get("KF_PIPELINES_TOKEN"),
         pipeline_root=args.pipeline_root or sched.get("pipeline_root"),
         service_account=args.service_account or sched.get("service_account"),

@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="give gs:// images as V4 signed HTTPS URLs (needs credentials that can sign)")
     parser.add_argument("--expiry-hours", type=float, default=168.0, help="signed URL lifetime (default 168 h)")
     parser.add_argument("--config-out", help="also write a Label Studio labeling config (XML) with the class names")
+    parser.add_argument("--label-studio-project", type=int, metavar="ID",
+                        help="also push the tasks into this Label Studio project (those it lacks; the API key from "
+                             "LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--label-studio-url", help="the Label Studio server (default: LABEL_STUDIO_URL)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,4 +46,12 @@ def run(args: argparse.Namespace) -> int:
         storage.write_bytes(args.config_out, label_studio_config(manifest.classes).encode())
         print(f"wrote {args.config_out}")
     print(f"wrote {len(tasks)} tasks to {args.out} ({args.format})")
+    if args.label_studio_project is not None:
+        from ..labelstudio import LabelStudio
+
+        if args.format != "label-studio":
+            raise InputError("--label-studio-project pushes Label Studio tasks: drop --format csv")
+        server = LabelStudio(args.label_studio_url)
+        pushed, present = server.push(args.label_studio_project, tasks)
+        print(f"pushed {pushed} tasks to project {args.label_studio_project} at {server.url} ({present} already there)")
     return 0

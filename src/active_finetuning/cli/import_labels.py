@@ -11,7 +11,8 @@ INPUTS = ("annotations", "manifest", "selection")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("annotations", help="Label Studio export (JSON-min or JSON) or CSV with sample_id,label")
+    parser.add_argument("annotations", help="Label Studio export (JSON-min or JSON) or CSV with sample_id,label; "
+                                            "with --label-studio-project, where the pulled export is written")
     parser.add_argument("--manifest", required=True, help="manifest of the pool (its 'classes' map names to indices)")
     parser.add_argument("--selection", help="selection artifact: labels must belong to it (recommended)")
     parser.add_argument("--format", default="auto", choices=["auto", "label-studio", "csv"])
@@ -22,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-partial", action="store_true",
                         help="accept an export that labels only part of the selection")
     parser.add_argument("--out", required=True, help="labels artifact (Parquet) to write")
+    parser.add_argument("--label-studio-project", type=int, metavar="ID",
+                        help="pull the annotated tasks of this Label Studio project first (the API key from "
+                             "LABEL_STUDIO_API_KEY)")
+    parser.add_argument("--label-studio-url", help="the Label Studio server (default: LABEL_STUDIO_URL)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +38,17 @@ def run(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.manifest)
     selection = read_selection(args.selection) if args.selection else None
+    if args.label_studio_project is not None:
+        import json
+
+        from ..data import storage
+        from ..labelstudio import LabelStudio
+
+        server = LabelStudio(args.label_studio_url)
+        export = server.export(args.label_studio_project)
+        storage.write_bytes(args.annotations, json.dumps(export, indent=1).encode())
+        print(f"pulled {len(export)} annotated tasks of project {args.label_studio_project} at {server.url} "
+              f"into {args.annotations}")
     labels = import_labels(args.annotations, manifest, selection=selection, format=args.format,
                            field_name=args.field, allow_partial=args.allow_partial,
                            label_format=args.label_format)

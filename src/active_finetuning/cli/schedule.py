@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cluster_arguments(parser)
     parser.add_argument("--cron", help='six fields, seconds first: "0 0 2 * * *" is daily at 02:00 '
                                        "(default: the config's schedule.cron)")
-    parser.add_argument("--name", help="the recurring run's name (default: config, else budget-study)")
+    parser.add_argument("--name", help="the recurring run's name (default: config, else the pipeline's)")
     parser.add_argument("--max-concurrency", type=int, help="runs of this schedule at once (default 1)")
 
 
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     cron = args.cron or sched.get("cron")
     if not cron:
         raise InputError('give --cron "S M H DoM Mon DoW" (six fields) or schedule.cron in --config')
-    result = schedule(settings, parameters, cron, name=args.name or sched.get("name") or "budget-study",
+    result = schedule(settings, parameters, cron, name=args.name or sched.get("name") or settings.pipeline,
                       max_concurrency=args.max_concurrency or int(sched.get("max_concurrency", 1)),
                       description=sched.get("description"))
     print(f"recurring run {result['recurring_run_id']} on cron {result['cron']!r} "

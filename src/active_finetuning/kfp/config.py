@@ -6,7 +6,8 @@
       methods: [random, activeft, bilaf]
       budgets: ["1%", 500]
       seeds: [0, 1, 2]
-    schedule:            # for `active-finetuning schedule` (all optional)
+    schedule:            # for `active-finetuning submit` and `schedule` (all optional)
+      pipeline: budget-study   # or select-for-annotation, train-on-annotations
       cron: "0 0 2 * * *"   # six fields, seconds first
       experiment: active-finetuning
       name: nightly-budget-study
@@ -24,8 +25,22 @@ from typing import Any, Mapping
 from ..errors import InputError
 
 SECTIONS = ("pipeline", "schedule")
-SCHEDULE_KEYS = ("cron", "experiment", "name", "pipeline_root", "service_account", "max_concurrency",
+SCHEDULE_KEYS = ("pipeline", "cron", "experiment", "name", "pipeline_root", "service_account", "max_concurrency",
                  "enable_caching", "description")
+#: ``schedule.pipeline`` (or ``--pipeline``): which compiled pipeline ``submit`` and ``schedule`` run
+PIPELINE_CHOICES = {"budget-study": "active_finetuning_pipeline",
+                    "select-for-annotation": "select_for_annotation_pipeline",
+                    "train-on-annotations": "train_on_annotations_pipeline"}
+DEFAULT_PIPELINE = "budget-study"
+
+
+def pipeline_function(pipeline: str = DEFAULT_PIPELINE):
+    """The pipeline of a ``schedule.pipeline`` name."""
+    from .pipelines import PIPELINES
+
+    if pipeline not in PIPELINE_CHOICES:
+        raise InputError(f"pipeline must be one of {list(PIPELINE_CHOICES)}, got {pipeline!r}")
+    return PIPELINES[PIPELINE_CHOICES[pipeline]]
 LIST_PARAMETERS = {"methods": str, "budgets": str, "seeds": int}
 
 
@@ -35,20 +50,20 @@ class PipelineConfig:
     schedule: dict[str, Any] = field(default_factory=dict)
 
 
-def pipeline_parameters() -> dict[str, Any]:
+def pipeline_parameters(pipeline: str = DEFAULT_PIPELINE) -> dict[str, Any]:
     """The pipeline's parameter names with their defaults (``None`` where required)."""
-    from .pipelines import active_finetuning_pipeline
-
-    inputs = active_finetuning_pipeline.component_spec.inputs or {}
+    inputs = pipeline_function(pipeline).component_spec.inputs or {}
     return {name: spec.default for name, spec in inputs.items()}
 
 
-def check_parameters(values: Mapping[str, Any], where: str = "pipeline parameters") -> dict[str, Any]:
-    """Validate parameter names against the pipeline and normalise list values (budgets become strings)."""
-    known = pipeline_parameters()
+def check_parameters(values: Mapping[str, Any], where: str = "pipeline parameters",
+                     pipeline: str = DEFAULT_PIPELINE) -> dict[str, Any]:
+    """Validate parameter names against the pipeline and normalise list values (budgets become strings);
+    the budget study's parameters are checked whole (:func:`check_study`), the others' types."""
+    known = pipeline_parameters(pipeline)
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise InputError(f"{where}: unknown parameter(s) {unknown}; the pipeline takes {sorted(known)}")
+        raise InputError(f"{where}: unknown parameter(s) {unknown}; the {pipeline} pipeline takes {sorted(known)}")
     checked = dict(values)
     for name, kind in LIST_PARAMETERS.items():
         if name in checked:
@@ -64,7 +79,23 @@ def check_parameters(values: Mapping[str, Any], where: str = "pipeline parameter
     missing = [name for name, default in known.items() if default is None and name not in checked]
     if missing:
         raise InputError(f"{where}: missing required parameter(s) {missing}")
+    if pipeline != DEFAULT_PIPELINE:
+        return _check_types(checked, pipeline_function(pipeline), where)
     return check_study(checked, where)
+
+
+def _check_types(checked: dict[str, Any], pipeline, where: str) -> dict[str, Any]:
+    """Each scalar parameter of the right type (a whole float passes as an integer, as KFP sends it)."""
+    for name, spec in pipeline.component_spec.inputs.items():
+        kind = _SCALARS.get(str(spec.type))
+        if name not in checked or kind is None:
+            continue
+        value = checked[name]
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = checked[name] = int(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise InputError(f"{where}: {name} must be {_NOUNS[kind]}, got {value!r}")
+    return checked
 
 
 _SCALARS = {"String": str, "Integer": int, "Boolean": bool, "Dict": dict}
@@ -81,18 +112,7 @@ def check_study(values: dict[str, Any], where: str = "pipeline parameters") -> d
     from ..training.recipe import Recipe
     from ..training.probe import ProbeParams
 
-    from .pipelines import active_finetuning_pipeline
-
-    checked = dict(values)
-    for name, spec in active_finetuning_pipeline.component_spec.inputs.items():
-        kind = _SCALARS.get(str(spec.type))
-        if name not in checked or kind is None:
-            continue
-        value = checked[name]
-        if kind is int and isinstance(value, float) and value.is_integer():
-            value = checked[name] = int(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise InputError(f"{where}: {name} must be {_NOUNS[kind]}, got {value!r}")
+    checked = _check_types(dict(values), pipeline_function(DEFAULT_PIPELINE), where)
     evaluation = checked.get("evaluation", "probe")
     if evaluation not in EVALUATIONS:
         raise InputError(f"{where}: evaluation must be one of {list(EVALUATIONS)}, got {evaluation!r}")
@@ -140,8 +160,12 @@ def load_config(uri: str) -> PipelineConfig:
     bad = sorted(set(schedule) - set(SCHEDULE_KEYS))
     if bad:
         raise InputError(f"configuration {uri!r}: unknown schedule key(s) {bad}; allowed: {list(SCHEDULE_KEYS)}")
-    return PipelineConfig(check_parameters(parameters, where=f"configuration {uri!r}, section 'pipeline'"),
-                          dict(schedule))
+    pipeline = schedule.get("pipeline", DEFAULT_PIPELINE)
+    if pipeline not in PIPELINE_CHOICES:
+        raise InputError(f"configuration {uri!r}: schedule.pipeline must be one of {list(PIPELINE_CHOICES)}, "
+                         f"got {pipeline!r}")
+    return PipelineConfig(check_parameters(parameters, where=f"configuration {uri!r}, section 'pipeline'",
+                                           pipeline=pipeline), dict(schedule))
 
 
 def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:

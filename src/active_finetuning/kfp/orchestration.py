@@ -243,15 +243,17 @@ class ClusterSettings:
     pipeline_root: str | None = None
     service_account: str | None = None
     enable_caching: bool | None = None
+    pipeline: str = "budget-study"  # which compiled pipeline (config.PIPELINE_CHOICES)
 
 
 def _prepare(settings: ClusterSettings, parameters: Mapping[str, Any]):
-    from .config import check_parameters
+    from .config import PIPELINE_CHOICES, check_parameters
 
-    values = check_parameters(parameters)
+    values = check_parameters(parameters, pipeline=settings.pipeline)
     client = kfp_client(settings.host, settings.namespace, settings.token)
     with tempfile.TemporaryDirectory() as tmp:
-        package = compile_pipeline(Path(tmp) / "active_finetuning_pipeline.yaml")
+        name = PIPELINE_CHOICES[settings.pipeline]
+        package = compile_pipeline(Path(tmp) / f"{name}.yaml", name=name)
         pipeline_id, version_id = upload(client, package, settings.pipeline_name, settings.version)
     experiment = client.create_experiment(settings.experiment, namespace=settings.namespace)
     return client, values, pipeline_id, version_id, experiment.experiment_id
@@ -260,7 +262,7 @@ def _prepare(settings: ClusterSettings, parameters: Mapping[str, Any]):
 def submit(settings: ClusterSettings, parameters: Mapping[str, Any], run_name: str | None = None) -> dict[str, str]:
     """Upload the pipeline as a new version and start one run of it; return ids and the run's URL."""
     client, values, pipeline_id, version_id, experiment_id = _prepare(settings, parameters)
-    run_name = run_name or f"budget-study-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    run_name = run_name or f"{settings.pipeline}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
     run = client.run_pipeline(experiment_id, run_name, params=values, pipeline_id=pipeline_id,
                               version_id=version_id, pipeline_root=settings.pipeline_root,
                               enable_caching=settings.enable_caching, service_account=settings.service_account)

@@ -42,6 +42,10 @@ RESOURCES = {
 # (a folder listing) are never served from the cache.
 NOT_CACHED = {"build-manifest", "start-study", "track-cell", "report"}
 TRACKING = {"start-study", "track-cell", "report"}
+# The steps that talk to Label Studio read its API key from this secret (optional: a pipeline run
+# that does not push or pull needs none). kubectl create secret generic label-studio --from-literal=api-key=…
+LABEL_STUDIO = {"export-for-annotation", "import-labels"}
+LABEL_STUDIO_SECRET = {"secret_name": "label-studio", "secret_key_to_env": {"api-key": "LABEL_STUDIO_API_KEY"}}
 
 
 def place(task):
@@ -60,4 +64,6 @@ def place(task):
         task.set_retry(**GPU_RETRY)
     elif name in TRACKING:
         task.set_retry(**TRACKING_RETRY)
+    if name in LABEL_STUDIO:
+        kubernetes.use_secret_as_env(task, **LABEL_STUDIO_SECRET, optional=True)
     return task

@@ -45,6 +45,8 @@ def select_for_annotation_pipeline(
     signed_urls: bool = False,
     features_cache_uri: str = "",
     labeled_uri: str = "",
+    label_studio_url: str = "",
+    label_studio_project: int = 0,
 ) -> dsl.Dataset:
     """Extract features, select ``budget`` samples with ``method``, export them for annotation.
 
@@ -65,6 +67,9 @@ def select_for_annotation_pipeline(
             from it, and the new features are written back to it; empty: extract every image.
         labeled_uri: Samples already labeled (a labels artifact, or the folder train_on_annotations
             keeps every round's labels in): never selected again; empty: none.
+        label_studio_url: A Label Studio server to push the tasks to (the API key from the
+            ``label-studio`` secret); empty: the tasks file only.
+        label_studio_project: The project the tasks go to.
 
     Returns:
         The selection (give its URI to train_on_annotations).
@@ -84,7 +89,8 @@ def select_for_annotation_pipeline(
     features.set_caching_options(enable_caching=False)
     selection.set_caching_options(enable_caching=False)
     place(export_for_annotation(manifest=pool.outputs["manifest"], selection=selection.outputs["selection"],
-                                annotation_format=annotation_format, signed_urls=signed_urls))
+                                annotation_format=annotation_format, signed_urls=signed_urls,
+                                label_studio_url=label_studio_url, label_studio_project=label_studio_project))
     return selection.outputs["selection"]
 
 
@@ -94,7 +100,7 @@ def train_on_annotations_pipeline(
     manifest_uri: str,
     test_manifest_uri: str,
     selection_uri: str,
-    annotations_uri: str,
+    annotations_uri: str = "",
     model_name: str = "tf_efficientnet_lite0",
     weights_uri: str = "",
     recipe: dict = {},
@@ -103,6 +109,8 @@ def train_on_annotations_pipeline(
     label_format: str = "auto",
     allow_partial: bool = False,
     labels_folder_uri: str = "",
+    label_studio_url: str = "",
+    label_studio_project: int = 0,
 ) -> str:
     """Turn the annotation tool's export into labels, finetune on them, score on the test set.
 
@@ -110,7 +118,8 @@ def train_on_annotations_pipeline(
         manifest_uri: The pool the selection was made from.
         test_manifest_uri: The labeled test set.
         selection_uri: The selection artifact that was annotated (select_for_annotation's output).
-        annotations_uri: The annotation export (Label Studio JSON, or CSV sample_id,label).
+        annotations_uri: The annotation export (Label Studio JSON, or CSV sample_id,label); with
+            label_studio_url, where the pulled export is written (empty: beside the labels).
         model_name: The timm model to finetune.
         weights_uri: Its pretrained weights; empty: none.
         recipe: Finetuning recipe overrides, e.g. {"epochs": 30}.
@@ -120,6 +129,9 @@ def train_on_annotations_pipeline(
         allow_partial: Accept an export that lacks some selected samples.
         labels_folder_uri: A folder keeping every round's labels (give it as select_for_annotation's
             labeled_uri); empty: none.
+        label_studio_url: A Label Studio server to pull the annotated tasks from (the API key from
+            the ``label-studio`` secret); empty: read annotations_uri.
+        label_studio_project: The project to pull.
 
     Returns:
         The evaluation summary (JSON).
@@ -129,7 +141,8 @@ def train_on_annotations_pipeline(
     selection = dsl.importer(artifact_uri=selection_uri, artifact_class=dsl.Dataset, reimport=False)
     labels = place(import_labels(annotations_uri=annotations_uri, manifest=pool.outputs["manifest"],
                                  selection=selection.output, annotations_format=annotations_format, label_format=label_format,
-                                 allow_partial=allow_partial, labels_folder_uri=labels_folder_uri))
+                                 allow_partial=allow_partial, labels_folder_uri=labels_folder_uri,
+                                 label_studio_url=label_studio_url, label_studio_project=label_studio_project))
     labels.set_caching_options(enable_caching=False)  # it writes the loop's labels folder
     model = place(finetune(manifest=pool.outputs["manifest"], labels=labels.outputs["labels"],
                            model_name=model_name, weights_uri=weights_uri, recipe=recipe))

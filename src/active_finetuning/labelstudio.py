@@ -1,0 +1,98 @@
+"""A Label Studio project as the annotation step's other end: push the selection's tasks into it, pull
+its finished annotations back (docs/design.md, "The labeling loop").
+
+Plain HTTP against Label Studio's documented REST API (``/api/projects``, ``/api/projects/{id}/import``,
+``/api/projects/{id}/export``), with ``requests``: the official SDK would add nltk, OpenCV and a
+pinned NumPy to every image for these three calls.
+
+The server's URL comes from the caller or ``LABEL_STUDIO_URL``; the API key only from the environment,
+``LABEL_STUDIO_API_KEY`` (on a cluster, a Kubernetes secret mounted as that variable). A key is never
+logged or put in an error message. Both kinds of key work: a personal access token (a JWT, exchanged
+for a short-lived access token) and a legacy token.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import InputError
+
+URL_ENV = "LABEL_STUDIO_URL"
+KEY_ENV = "LABEL_STUDIO_API_KEY"
+TIMEOUT = 60.0
+
+
+class LabelStudio:
+    """One Label Studio server, authenticated with the key in ``LABEL_STUDIO_API_KEY``."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None):
+        import requests
+
+        self.url = (url or os.environ.get(URL_ENV, "")).rstrip("/")
+        if not self.url:
+            raise InputError(f"no Label Studio URL: pass --label-studio-url (label_studio_url) or set {URL_ENV}")
+        if not self.url.startswith(("http://", "https://")):
+            raise InputError(f"the Label Studio URL must start with http:// or https://, got {self.url!r}")
+        key = api_key if api_key is not None else os.environ.get(KEY_ENV, "")
+        if not key:
+            raise InputError(f"no Label Studio API key: set {KEY_ENV} (Account & Settings → Personal Access Token; "
+                             "on a cluster, from a secret)")
+        self.session = requests.Session()
+        if key.count(".") == 2:  # a personal access token is a JWT refresh token: trade it for an access token
+            access = self._call("POST", "/api/token/refresh/", json={"refresh": key}, authenticated=False)["access"]
+            self.session.headers["Authorization"] = f"Bearer {access}"
+        else:
+            self.session.headers["Authorization"] = f"Token {key}"
+
+    def _call(self, method: str, path: str, authenticated: bool = True, **options) -> Any:
+        import requests
+        from google.api_core import retry
+
+        def send():
+            response = self.session.request(method, self.url + path, timeout=TIMEOUT, **options)
+            if response.status_code >= 500:
+                raise ConnectionError(f"HTTP {response.status_code}")
+            return response
+
+        policy = retry.Retry(predicate=retry.if_exception_type(ConnectionError, requests.ConnectionError,
+                                                               requests.Timeout),
+                             initial=1.0, maximum=10.0, timeout=60.0)
+        try:
+            response = policy(send)()
+        except Exception as err:  # the retries ran out: the server is down or unreachable
+            raise InputError(f"cannot reach Label Studio at {self.url} ({type(err).__name__}: {err}); check the URL "
+                             "and that the server is up") from None
+        if response.status_code in (401, 403):
+            what = "the API key" if authenticated else "the personal access token"
+            raise InputError(f"Label Studio at {self.url} refused {what} (HTTP {response.status_code} on {path}); "
+                             f"set {KEY_ENV} to a valid key of a member of the project")
+        if response.status_code == 404:
+            raise InputError(f"Label Studio at {self.url} has no {path} (HTTP 404); check the project id")
+        if response.status_code >= 400:
+            raise InputError(f"Label Studio at {self.url} rejected {method} {path} (HTTP {response.status_code}): "
+                             f"{response.text[:300]}")
+        return response.json() if response.content else None
+
+    def create_project(self, title: str, label_config: str) -> int:
+        """A new project with this labeling config (:func:`~active_finetuning.labels.label_studio_config`)."""
+        return int(self._call("POST", "/api/projects/", json={"title": title, "label_config": label_config})["id"])
+
+    def export(self, project: int, all_tasks: bool = False) -> list[dict]:
+        """The project's tasks with their annotations (Label Studio's JSON export): only the annotated
+        ones, or ``all_tasks``."""
+        params = {"exportType": "JSON", "download_all_tasks": "true" if all_tasks else "false"}
+        result = self._call("GET", f"/api/projects/{int(project)}/export", params=params)
+        if not isinstance(result, list):
+            raise InputError(f"Label Studio at {self.url} answered the export of project {project} with "
+                             f"{type(result).__name__}, not a list of tasks")
+        return result
+
+    def push(self, project: int, tasks: list[dict]) -> tuple[int, int]:
+        """Import the tasks that the project does not hold yet (by their ``ref``), so a retried or
+        repeated push adds nothing twice. Returns (pushed, already there)."""
+        present = {str(t.get("data", {}).get("ref")) for t in self.export(project, all_tasks=True)}
+        new = [t for t in tasks if str(t["data"]["ref"]) not in present]
+        if new:
+            self._call("POST", f"/api/projects/{int(project)}/import", json=new)
+        return len(new), len(tasks) - len(new)
