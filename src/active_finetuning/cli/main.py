@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .. import __version__
 from ..errors import InputError
+
+# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning. On a
+# node shared with other work, spinning threads steal the CPUs the working ones wait for (measured
+# in benchmarks/RESULTS.md, "Thread defaults under load"). A value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # name -> (module under active_finetuning.cli, one-line help)
 # A new command adds one line here and one module beside this one.

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="activeft", choices=list_selectors())
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--labeled", help="artifact with a sample_id column: ids already annotated")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: the CPUs this process may use: affinity and cgroup quota)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     group = parser.add_argument_group("method parameters (each method accepts its own; see `methods`)")
     flags: dict[str, list[str]] = {}
