@@ -88,6 +88,17 @@ class LabelStudio:
                              f"{type(result).__name__}, not a list of tasks")
         return result
 
+    def pull(self, project: int, sample_ids=None) -> list[dict]:
+        """The project's annotated tasks; given the ``sample_ids`` of a selection, only that selection's
+        (a project the loop fills every night holds every round's tasks)."""
+        from .labels import task_ref
+
+        tasks = self.export(project)
+        if sample_ids is None:
+            return tasks
+        refs = {task_ref(s) for s in sample_ids}
+        return [t for t in tasks if str(t.get("data", {}).get("ref")) in refs]
+
     def push(self, project: int, tasks: list[dict]) -> tuple[int, int]:
         """Import the tasks that the project does not hold yet (by their ``ref``), so a retried or
         repeated push adds nothing twice. Returns (pushed, already there)."""

@@ -44,7 +44,7 @@ def shard_metadata(root) -> list[dict]:
 def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_path):
     from kfp import local
 
-    from active_finetuning.data.artifacts import read_features, read_selection
+    from active_finetuning.data.artifacts import read_selection
     from active_finetuning.kfp.pipelines import (
         select_for_annotation_pipeline,
         train_on_annotations_pipeline,
@@ -89,23 +89,87 @@ def test_select_for_annotation_then_train_on_annotations(annotation_data, tmp_pa
     assert sorted(imported.sample_ids) == sorted(selection.sample_ids)
     assert [m["extracted"] for m in shard_metadata(tmp_path / "kfp")] == [40]
 
-    # the next night: 4 new images, 1 replaced; the loop's state carries the features and the labels
+
+def annotate(url: str, key: str, project: int, pool_folder: str) -> int:
+    """Label every task of the project that has no annotation yet, as an annotator would (the truth
+    is the image's class folder); return how many were labeled."""
+    import requests
+
+    from active_finetuning.data.manifest import build_manifest
+    from active_finetuning.labels import task_ref
+
+    manifest = build_manifest(pool_folder)
+    truth = {task_ref(s): manifest.classes[label] for s, label in zip(manifest.sample_ids, manifest.labels)}
+    headers = {"Authorization": f"Token {key}"}
+    tasks = requests.get(f"{url}/api/tasks", params={"project": project, "page_size": 1000}, headers=headers,
+                         timeout=30).json()["tasks"]
+    done = 0
+    for task in tasks:
+        if task.get("total_annotations"):
+            continue
+        answer = {"result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                              "value": {"choices": [truth[task["data"]["ref"]]]}}]}
+        response = requests.post(f"{url}/api/tasks/{task['id']}/annotations/", json=answer, headers=headers,
+                                 timeout=30)
+        assert response.status_code == 201, response.text
+        done += 1
+    return done
+
+
+def test_the_nightly_loop_twice_on_a_grown_pool_with_label_studio_and_mlflow(annotation_data, tmp_path,
+                                                                             label_studio, mlflow_server,
+                                                                             monkeypatch):
+    """Night 1 selects, pushes the tasks into a Label Studio project; they are annotated; a training
+    run pulls them, finetunes, evaluates and logs the round to MLflow. The pool grows; night 2
+    extracts only the new and changed images, selects only unlabeled samples and pushes them to the
+    same project; the second training run logs a round with every label so far."""
     from pathlib import Path
 
-    more = annotation_data["more"]
-    for i in range(4):
-        Path(annotation_data["pool"], more.classes[more.labels[i]], f"new-{i}.png").write_bytes(more.load_bytes(i))
-    changed = sorted(Path(annotation_data["pool"]).glob("*/*.png"))[0]
-    changed.write_bytes(more.load_bytes(4))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp-2"),
-               raise_on_error=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        again = select_for_annotation_pipeline(manifest_uri=annotation_data["pool"], budget="12", method="kcenter",
-                                               num_shards=2, image_size=32, batch_size=16,
-                                               annotation_format="csv", **model, **loop)
-    second = read_selection(again.output.path)
-    shards = shard_metadata(tmp_path / "kfp-2")
-    assert sum(m["extracted"] for m in shards) == 5 and sum(m["reused"] for m in shards) == 39
-    assert len(second) == 12 and not set(second.sample_ids) & set(selection.sample_ids)
-    assert len(read_features(loop["features_cache_uri"])) == 44  # the cache now holds the grown pool
+    from kfp import local
+    from mlflow import MlflowClient
+
+    from active_finetuning.data.artifacts import read_selection
+    from active_finetuning.kfp.pipelines import select_for_annotation_pipeline, train_on_annotations_pipeline
+    from active_finetuning.labels import label_studio_config
+    from active_finetuning.labelstudio import KEY_ENV, LabelStudio
+
+    url, key = label_studio
+    monkeypatch.setenv(KEY_ENV, key)  # the kfp.local subprocesses inherit it, as pods get the secret
+    project = LabelStudio(url).create_project("nightly", label_studio_config([str(d) for d in range(10)]))
+    model = {"model_name": "test_efficientnet", "weights_uri": annotation_data["weights"]}
+    loop = {"features_cache_uri": str(tmp_path / "loop" / "features.parquet"),
+            "labeled_uri": str(tmp_path / "loop" / "labels")}
+    studio = {"label_studio_url": url, "label_studio_project": project}
+    train = {"manifest_uri": annotation_data["pool"], "test_manifest_uri": annotation_data["test"],
+             "recipe": {"epochs": 1, "batch_size": 6, "image_size": 32, "checkpoint_seconds": 0}, "batch_size": 16,
+             "labels_folder_uri": loop["labeled_uri"], "mlflow_tracking_uri": mlflow_server,
+             "mlflow_experiment": "nightly-loop", **studio, **model}
+    selections = []
+    for night in (1, 2):
+        if night == 2:  # the pool grows by 4 images and 1 image changes
+            more = annotation_data["more"]
+            for i in range(4):
+                Path(annotation_data["pool"], more.classes[more.labels[i]], f"new-{i}.png").write_bytes(
+                    more.load_bytes(i))
+            sorted(Path(annotation_data["pool"]).glob("*/*.png"))[0].write_bytes(more.load_bytes(4))
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / f"kfp-{night}"),
+                   raise_on_error=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            selected = select_for_annotation_pipeline(manifest_uri=annotation_data["pool"], budget="10",
+                                                      method="kcenter", num_shards=2, image_size=32, batch_size=16,
+                                                      **model, **loop, **studio)
+            selections.append(read_selection(selected.output.path))
+            assert annotate(url, key, project, annotation_data["pool"]) == 10  # only the night's new tasks
+            train_on_annotations_pipeline(selection_uri=selected.output.path, **train)
+        shards = shard_metadata(tmp_path / f"kfp-{night}")
+        assert (sum(m["extracted"] for m in shards), sum(m["reused"] for m in shards)) == \
+            ((40, 0) if night == 1 else (5, 39))
+    assert not set(selections[0].sample_ids) & set(selections[1].sample_ids)
+    assert len(LabelStudio(url).export(project)) == 20
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("nightly-loop")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert [int(r.data.metrics["labeled_total"]) for r in runs] == [10, 20]
+    assert all(0 <= r.data.metrics["accuracy"] <= 1 and r.data.params["round_labels"] == "10" for r in runs)
+    assert {i.dataset.name for i in runs[1].inputs.dataset_inputs} >= {"features"}

@@ -9,7 +9,7 @@ from tests.conftest import gaussian_mixture
 
 COMPONENT_NAMES = ["build-manifest", "diagnose", "evaluate", "export-for-annotation", "extract-features", "finetune",
                    "import-labels", "merge-features", "oracle-labels", "plan-grid", "plan-shards", "probe",
-                   "report", "select", "start-study", "track-cell"]
+                   "report", "select", "start-study", "track-cell", "track-round"]
 
 
 def _components():

@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="accept an export that labels only part of the selection")
     parser.add_argument("--out", required=True, help="labels artifact (Parquet) to write")
     parser.add_argument("--label-studio-project", type=int, metavar="ID",
-                        help="pull the annotated tasks of this Label Studio project first (the API key from "
-                             "LABEL_STUDIO_API_KEY)")
+                        help="pull the annotated tasks of this Label Studio project first (those of --selection, if given; "
+                             "the API key from LABEL_STUDIO_API_KEY)")
     parser.add_argument("--label-studio-url", help="the Label Studio server (default: LABEL_STUDIO_URL)")
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         from ..labelstudio import LabelStudio
 
         server = LabelStudio(args.label_studio_url)
-        export = server.export(args.label_studio_project)
+        export = server.pull(args.label_studio_project, selection.sample_ids if selection is not None else None)
         storage.write_bytes(args.annotations, json.dumps(export, indent=1).encode())
         print(f"pulled {len(export)} annotated tasks of project {args.label_studio_project} at {server.url} "
               f"into {args.annotations}")

@@ -36,12 +36,13 @@ RESOURCES = {
     "evaluate": {"cpu": "4", "memory": "16G"},
     "probe": {"cpu": "2", "memory": "8G"},
     "track-cell": {"cpu": "1", "memory": "4G"},
+    "track-round": {"cpu": "500m", "memory": "2G"},
     "report": {"cpu": "500m", "memory": "2G"},
 }
 # Steps with side effects outside their outputs (MLflow) or whose inputs are not their identity
 # (a folder listing) are never served from the cache.
-NOT_CACHED = {"build-manifest", "start-study", "track-cell", "report"}
-TRACKING = {"start-study", "track-cell", "report"}
+NOT_CACHED = {"build-manifest", "start-study", "track-cell", "track-round", "report"}
+TRACKING = {"start-study", "track-cell", "track-round", "report"}
 # The steps that talk to Label Studio read its API key from this secret (optional: a pipeline run
 # that does not push or pull needs none). kubectl create secret generic label-studio --from-literal=api-key=…
 LABEL_STUDIO = {"export-for-annotation", "import-labels"}

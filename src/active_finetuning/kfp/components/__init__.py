@@ -22,9 +22,10 @@ from .report import report
 from .select import select
 from .start_study import start_study
 from .track_cell import track_cell
+from .track_round import track_round
 
 __all__ = [
     "build_manifest", "diagnose", "evaluate", "export_for_annotation", "extract_features", "finetune", "import_labels",
     "merge_features", "oracle_labels", "plan_grid", "plan_shards", "probe", "report", "select",
-    "start_study", "track_cell",
+    "start_study", "track_cell", "track_round",
 ]

@@ -37,7 +37,8 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
         from active_finetuning.data import storage
         from active_finetuning.labelstudio import LabelStudio
 
-        export = json.dumps(LabelStudio(label_studio_url).export(label_studio_project)).encode()
+        picked = read_selection(selection.path).sample_ids
+        export = json.dumps(LabelStudio(label_studio_url).pull(label_studio_project, picked)).encode()
         annotations_uri = annotations_uri or os.path.join(os.path.dirname(labels.path), "annotations.json")
         storage.write_bytes(annotations_uri, export)
     result = load(annotations_uri, read_manifest(manifest.path), read_selection(selection.path),

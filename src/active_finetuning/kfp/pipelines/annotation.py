@@ -3,7 +3,7 @@ annotation tool.
 
     select_for_annotation:  build-manifest ─► extract-features (shards) ─► merge ─► select ─► export-for-annotation
     (people annotate the exported tasks in Label Studio, or fill the CSV)
-    train_on_annotations:   build-manifest ─► import-labels ─► finetune ─► evaluate
+    train_on_annotations:   build-manifest ─► import-labels ─► finetune ─► evaluate ─► track-round (MLflow)
 
 Run nightly on a growing pool, the loop keeps its state in two places the user names:
 ``features_cache_uri`` (the latest features: the next run extracts only new and changed images)
@@ -20,6 +20,7 @@ from ..components import (
     extract_features,
     finetune,
     import_labels,
+    track_round,
     merge_features,
     plan_shards,
     select,
@@ -111,6 +112,8 @@ def train_on_annotations_pipeline(
     labels_folder_uri: str = "",
     label_studio_url: str = "",
     label_studio_project: int = 0,
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "labeling-loop",
 ) -> str:
     """Turn the annotation tool's export into labels, finetune on them, score on the test set.
 
@@ -132,6 +135,9 @@ def train_on_annotations_pipeline(
         label_studio_url: A Label Studio server to pull the annotated tasks from (the API key from
             the ``label-studio`` secret); empty: read annotations_uri.
         label_studio_project: The project to pull.
+        mlflow_tracking_uri: The MLflow server that records each round (labels so far, accuracy);
+            empty: MLFLOW_TRACKING_URI if the pods have it, else no tracking.
+        mlflow_experiment: The loop's MLflow experiment.
 
     Returns:
         The evaluation summary (JSON).
@@ -148,4 +154,7 @@ def train_on_annotations_pipeline(
                            model_name=model_name, weights_uri=weights_uri, recipe=recipe))
     scored = place(evaluate(model=model.outputs["model"], test_manifest=test.outputs["manifest"],
                             batch_size=batch_size))
+    place(track_round(selection=selection.output, labels=labels.outputs["labels"], summary=scored.outputs["Output"],
+                      model_name=model_name, recipe=recipe, mlflow_tracking_uri=mlflow_tracking_uri,
+                      mlflow_experiment=mlflow_experiment, labels_folder_uri=labels_folder_uri))
     return scored.outputs["Output"]
