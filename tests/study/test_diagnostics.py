@@ -73,7 +73,7 @@ def test_cli_writes_json_and_png(pool, tmp_path, capsys):
     code, stdout, stderr = _cli(capsys, "diagnose", "--features", str(features), "--selection", str(selection),
                                 "--out", str(out))
     assert code == 0, stderr
-    assert "coverage (distance to the nearest selected sample): mean" in stdout
+    assert "coverage (Euclidean distance of L2-normalised features, 0 to 2, from each pool sample to the nearest selected one): mean" in stdout
     report = json.loads((out / "diagnostics.json").read_text())
     assert report["selected"] == 12 and report["method"] == "kcenter" and report["roles"] == {"pick": 12}
     assert report["pseudo_classes"]["clusters"] == 12

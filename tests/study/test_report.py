@@ -37,16 +37,23 @@ def test_figures(tmp_path):
         selection_figure,
     )
 
-    figure = accuracy_figure(accuracy_table(_rows()))
+    table = accuracy_table(_rows())
+    figure = accuracy_figure(table)
     figure.savefig(tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    ticks = figure.axes[0].get_xticks()
+    assert list(ticks) == sorted(table["budget_count"].unique())  # the budgets, whole counts, no fractions
     features, labels = gaussian_mixture(200, 8, 4)
     pool = FeatureTable.from_array(features, labels=labels)
     rows = np.array([3, 50, 77, 120])
     selection = Selection(rows, pool.sample_ids[rows], np.array(["core", "core", "boundary", "boundary"]))
+    pool.metadata["classes"] = ["ant", "bee", "cat", "dog"]
     figure = selection_figure(pool, selection, title="bilaf")
-    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-    assert legend == ["pool (200)", "core (2)", "boundary (2)"]
+    axis = figure.axes[0]
+    legends = [[t.get_text() for t in child.get_texts()] for child in axis.get_children()
+               if type(child).__name__ == "Legend"]
+    assert ["pool (200)", "core (2)", "boundary (2)"] in legends and ["ant", "bee", "cat", "dog"] in legends
+    assert axis.get_xlabel() == "principal component 1" and axis.get_ylabel() == "principal component 2"
 
 
 def test_pca_of_the_selection_plot_matches_exact_pca():

@@ -118,7 +118,8 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join([
         f"{report.get('method') or 'selection'}: {report['selected']} selected of {report['pool_size']}"
         + (f" (+{report['labeled']} labeled)" if report["labeled"] else ""),
-        "coverage (distance to the nearest selected sample): "
+        "coverage (Euclidean distance of L2-normalised features, 0 to 2, from each pool sample to the nearest "
+        "selected one): "
         + f"mean {cover['mean']:.4f}, p50 {cover['p50']:.4f}, p90 {cover['p90']:.4f}, p99 {cover['p99']:.4f}",
         f"pseudo-classes holding a selected sample: {100 * share['covered_share']:.1f}% of {share['clusters']} "
         f"(pool in empty pseudo-classes: {100 * share['uncovered_pool_share']:.1f}%)",

@@ -44,6 +44,8 @@ def accuracy_figure(table, axis=None, title: str = "accuracy vs labeling budget"
     counts = sorted(table["budget_count"].unique())
     if len(counts) > 1 and counts[-1] / max(counts[0], 1) >= 8:
         axis.set_xscale("log")
+    axis.set_xticks(counts, [f"{int(c):,}" for c in counts])  # the budgets themselves: whole sample counts
+    axis.minorticks_off()
     axis.set_xlabel("labeled samples (budget)")
     axis.set_ylabel("top-1 accuracy (%)")
     axis.set_title(title)
@@ -95,7 +97,20 @@ def selection_figure(pool, selection, title: str = "", max_points: int = 20000, 
     axis.set_title(title or "selection on the pool (PCA)")
     axis.set_xticks([])
     axis.set_yticks([])
-    axis.legend(loc="best", fontsize=8)
+    axis.set_xlabel("principal component 1")
+    axis.set_ylabel("principal component 2")
+    first = axis.legend(loc="upper right", fontsize=8)
+    if pool.labels is not None:  # a second legend: the pool's colours are its classes
+        from matplotlib.lines import Line2D
+
+        names = list(pool.metadata.get("classes") or [])
+        cmap = plt.get_cmap("tab10")
+        present = np.unique(pool.labels[shown])[:10]
+        norm = plt.Normalize(vmin=pool.labels[shown].min(), vmax=max(pool.labels[shown].max(), 1))
+        handles = [Line2D([], [], marker="o", linestyle="", color=cmap(norm(c)),
+                          label=names[c] if c < len(names) else str(c)) for c in present]
+        axis.add_artist(first)
+        axis.legend(handles=handles, loc="lower right", fontsize=7, title="class", title_fontsize=7)
     figure.tight_layout()
     return figure
 
