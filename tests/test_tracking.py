@@ -91,6 +91,8 @@ def test_finetune_logs_each_epoch_and_the_model(mlflow_server, tmp_path):
     logged = client.get_run(run.run_id)
     assert logged.data.params["model"] == "test_efficientnet" and logged.data.params["recipe.batch_size"] == "8"
     assert [m.step for m in client.get_metric_history(run.run_id, "train_loss")] == [1, 2]
+    assert all(m.value > 0 for m in client.get_metric_history(run.run_id, "images_per_second"))  # throughput
+    assert logged.data.metrics["train_seconds"] > 0 and logged.data.params["loader_workers"] in ("0", "1", "2")
     assert {a.path for a in client.list_artifacts(run.run_id, "model")} == {"model/config.json",
                                                                             "model/model.safetensors"}
 

@@ -172,3 +172,28 @@ def test_a_probe_head_starts_finetuning_from_the_linear_probe(data):
     temperature = expected.std() / logits.std()  # the head is the probe, cooled by one temperature
     assert temperature > 1 and np.allclose(logits * temperature, expected, atol=1e-3 * np.abs(expected).max())
     assert (logits.argmax(1) == probe.predict(scaler.transform(features))).all()
+
+
+def test_a_checkpoint_carries_the_grad_scaler_and_the_random_state(tmp_path):
+    """float16 autocast's GradScaler (its scale and growth tracker) and torch's random state come back
+    from a checkpoint, so a resumed fp16 run scales its losses as the interrupted one would have."""
+    import torch
+
+    from active_finetuning.training.checkpoint import read_checkpoint, restore
+
+    net = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=1)
+    loss = net(torch.ones(4, 3)).sum()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()  # the scale grows to 2048 after one clean step
+    torch.manual_seed(5)
+    uri = str(tmp_path / "checkpoint.safetensors")
+    (tmp_path / "checkpoint.safetensors").write_bytes(checkpoint_bytes(net, optimizer, scaler, Progress(step=3), "run"))
+    expected = torch.rand(3)
+    tensors, progress, scaler_state = read_checkpoint(uri, "run")
+    fresh = torch.amp.GradScaler("cpu", init_scale=1.0)
+    restore(uri, tensors, scaler_state, torch.nn.Linear(3, 2), torch.optim.SGD(net.parameters(), lr=0.1), fresh)
+    assert progress.step == 3 and fresh.get_scale() == scaler.get_scale() == 2048.0
+    assert torch.equal(torch.rand(3), expected)  # the random stream continues where it was saved
