@@ -34,7 +34,7 @@ from ..placement import place
 def select_for_annotation_pipeline(
     manifest_uri: str,
     budget: str,
-    method: str = "bilaf",
+    method: str = "activeft",
     seed: int = 0,
     model_name: str = "tf_efficientnet_lite0",
     weights_uri: str = "",
@@ -54,7 +54,7 @@ def select_for_annotation_pipeline(
     Args:
         manifest_uri: The pool: a Parquet manifest, an image folder or a CSV/JSONL list (local or gs://).
         budget: A sample count ("500") or a percentage of the pool ("1%").
-        method: The selection method.
+        method: The selection method (default ActiveFT: at or near the top on every check we ran; README, "Which method").
         seed: The selection seed.
         model_name: The timm model for the features.
         weights_uri: Its pretrained weights; empty: none.
