@@ -197,3 +197,17 @@ def test_a_checkpoint_carries_the_grad_scaler_and_the_random_state(tmp_path):
     restore(uri, tensors, scaler_state, torch.nn.Linear(3, 2), torch.optim.SGD(net.parameters(), lr=0.1), fresh)
     assert progress.step == 3 and fresh.get_scale() == scaler.get_scale() == 2048.0
     assert torch.equal(torch.rand(3), expected)  # the random stream continues where it was saved
+
+
+def test_checkpoints_also_come_by_wall_time(data, tmp_path):
+    out = tmp_path / "model"
+
+    def preempt(epoch, metrics):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # no step cadence: the clock alone writes the checkpoint
+        finetune(data["train"], data["labels"], model=MODEL, out=str(out), on_epoch_end=preempt, progress=False,
+                 checkpoint_steps=0, checkpoint_seconds=1e-6, **FAST)
+    data_bytes = (out / CHECKPOINT_FILE).read_bytes()
+    header = json.loads(data_bytes[8:8 + int.from_bytes(data_bytes[:8], "little")])
+    assert json.loads(header["__metadata__"]["progress"])["step"] == 6  # written after the epoch's last step
