@@ -1,7 +1,8 @@
-"""Thread defaults under load: ``select --method activeft`` with OpenMP's active and passive waiting,
-on a quiet machine and beside busy processes (one per CPU), each a fresh process, medians of repeats.
+"""Thread defaults under load: ``select --method activeft`` with OpenMP's waiting unset (libgomp's
+default), active and passive, on a quiet machine and beside busy processes (one per CPU), each a
+fresh process, medians of repeats.
 
-    python -m benchmarks.wait_policy --count 10000 --budget 100 --repeats 3
+    python -m benchmarks.wait_policy --count 5000 --budget 100 --repeats 2
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from experiments.common import DATA
 
 
 def timed_select(features: str, budget: int, policy: str, folder: str) -> float:
+    """Wall time of one ``select`` process; policy ``unset`` leaves the variable out (libgomp's own
+    default: spin a while, then sleep), which the CLI no longer does unless the user sets it."""
     env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    if policy == "unset":
+        env["OMP_WAIT_POLICY"] = ""  # an empty value: libgomp ignores it, and the CLI keeps it
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "active_finetuning.cli", "select", "--features", features, "--budget",
                     str(budget), "--method", "activeft", "--out", f"{folder}/s-{policy}.parquet", "--no-progress"],
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(available_cpus())] \
                 if load == "busy" else []
             try:
-                for policy in ("ACTIVE", "PASSIVE"):
+                for policy in ("unset", "ACTIVE", "PASSIVE"):
                     times = [timed_select(features, args.budget, policy, folder) for _ in range(args.repeats)]
                     report["seconds"][f"{load}/{policy}"] = [round(t, 2) for t in times]
                     print(load, policy, times, file=sys.stderr, flush=True)
