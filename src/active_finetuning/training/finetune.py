@@ -130,11 +130,10 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
     fitted on standardised features and folded back (w = w_std / σ, b = b_std − Σ w_std · μ / σ),
     then divided by the temperature that best fits the label-smoothed targets."""
     import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     from ..features.extraction import pooled_pre_logits
     from .model import eval_transform, image_loader
+    from .probe import fit_linear_probe
 
     head = network.get_classifier() if hasattr(network, "get_classifier") else None
     if not isinstance(head, torch.nn.Linear):
@@ -146,8 +145,7 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
         features = torch.cat([pooled_pre_logits(network, images.to(device)).float().cpu()
                               for images, _, _ in image_loader(dataset, batches, 0, device)]).numpy()
     network.train()
-    scaler = StandardScaler().fit(features)
-    probe = LogisticRegression(C=0.5, max_iter=1000).fit(scaler.transform(features), targets)
+    scaler, probe = fit_linear_probe(features, targets)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = np.zeros((num_classes, features.shape[1]))
     bias = np.full(num_classes, -10.0)  # a class without labels: never predicted at the start
@@ -284,7 +282,8 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
         now = time.perf_counter()
         state.seconds += now - started
         started = now
-        if state.step % per_epoch == 0:
+        epoch_end = state.step % per_epoch == 0
+        if epoch_end:
             epoch = state.step // per_epoch
             metrics = {"train_loss": state.loss_sum / state.seen, "train_top1": state.hits / state.seen,
                        "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": state.seconds,
@@ -301,8 +300,8 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
             storage.write_bytes(checkpoint_uri, checkpoint_bytes(network, optimizer, scaler, state, fingerprint))
             last_checkpoint = time.perf_counter()
             started += last_checkpoint - now  # writing a checkpoint is not training time
-        if state.step % per_epoch == 0 and on_epoch_end is not None:
-            on_epoch_end(state.step // per_epoch, state.history[-1])
+        if epoch_end and on_epoch_end is not None:  # after the checkpoint: a preempted run resumes from it
+            on_epoch_end(epoch, state.history[-1])
 
     from safetensors.torch import save
 

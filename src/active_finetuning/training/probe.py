@@ -25,14 +25,20 @@ class ProbeParams(Params):
     temperature: float = parameter(0.07, Interval(float, 0, closed="neither"), "T of the kNN vote")
 
 
-def linear_probe(train_x, train_y, test_x, num_classes: int, params: ProbeParams = ProbeParams()) -> np.ndarray:
-    """Class scores (test × num_classes) of a logistic regression on standardised features."""
+def fit_linear_probe(train_x, train_y, params: ProbeParams = ProbeParams()):
+    """(scaler, model): a logistic regression fitted on standardised features (the probe's, and the
+    starting head of LP-FT finetuning)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
     model = LogisticRegression(C=params.C, max_iter=params.max_iter)
-    model.fit(scaler.transform(train_x), train_y)
+    return scaler, model.fit(scaler.transform(train_x), train_y)
+
+
+def linear_probe(train_x, train_y, test_x, num_classes: int, params: ProbeParams = ProbeParams()) -> np.ndarray:
+    """Class scores (test × num_classes) of a logistic regression on standardised features."""
+    scaler, model = fit_linear_probe(train_x, train_y, params)
     proba = model.predict_proba(scaler.transform(test_x))
     scores = np.full((len(test_x), num_classes), -np.inf)
     scores[:, model.classes_] = proba  # classes absent from the labeled set can never be predicted
