@@ -88,3 +88,16 @@ def test_a_wrong_key_or_project_is_a_clear_error_that_never_shows_the_key(label_
         LabelStudio(url)
     with pytest.raises(InputError, match="cannot reach Label Studio at http://127.0.0.1:9"):
         LabelStudio("http://127.0.0.1:9", api_key="x" * 20).export(1)
+
+
+def test_a_push_that_cannot_happen_fails_before_any_file_is_written(pool, monkeypatch, capsys):
+    folder, _, _ = pool
+    common = ["--selection", str(folder / "selection.parquet"), "--manifest", str(folder / "manifest.parquet"),
+              "--out", str(folder / "tasks.csv"), "--label-studio-project", "1", "--label-studio-url",
+              "http://127.0.0.1:9"]
+    assert main(["export-for-annotation", *common, "--format", "csv"]) == 2
+    assert "drop --format csv" in capsys.readouterr().err
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert main(["export-for-annotation", *common]) == 2
+    assert f"set {KEY_ENV}" in capsys.readouterr().err
+    assert not (folder / "tasks.csv").exists()

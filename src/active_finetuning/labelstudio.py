@@ -99,6 +99,17 @@ class LabelStudio:
         refs = {task_ref(s) for s in sample_ids}
         return [t for t in tasks if str(t.get("data", {}).get("ref")) in refs]
 
+    def save_export(self, project: int, uri: str, sample_ids=None) -> int:
+        """Write :meth:`pull`'s tasks to ``uri`` (a Label Studio JSON export that
+        :func:`~active_finetuning.labels.import_labels` reads); return how many."""
+        import json
+
+        from .data import storage
+
+        tasks = self.pull(project, sample_ids)
+        storage.write_bytes(uri, json.dumps(tasks, indent=1).encode())
+        return len(tasks)
+
     def push(self, project: int, tasks: list[dict]) -> tuple[int, int]:
         """Import the tasks that the project does not hold yet (by their ``ref``), so a retried or
         repeated push adds nothing twice. Returns (pushed, already there)."""

@@ -38,6 +38,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.expiry_hours <= 168:
         raise InputError(f"--expiry-hours must be in (0, 168] (GCS V4 signed URLs last at most 7 days), "
                          f"got {args.expiry_hours}")
+    server = None
+    if args.label_studio_project is not None:  # before any work: a bad flag, URL or key writes nothing
+        from ..labelstudio import LabelStudio
+
+        if args.format != "label-studio":
+            raise InputError("--label-studio-project pushes Label Studio tasks: drop --format csv")
+        server = LabelStudio(args.label_studio_url)
     selection = read_selection(args.selection)
     manifest = read_manifest(args.manifest)
     tasks = export_for_annotation(selection, manifest, args.out, format=args.format, signed_urls=args.signed_urls,
@@ -46,12 +53,7 @@ def run(args: argparse.Namespace) -> int:
         storage.write_bytes(args.config_out, label_studio_config(manifest.classes).encode())
         print(f"wrote {args.config_out}")
     print(f"wrote {len(tasks)} tasks to {args.out} ({args.format})")
-    if args.label_studio_project is not None:
-        from ..labelstudio import LabelStudio
-
-        if args.format != "label-studio":
-            raise InputError("--label-studio-project pushes Label Studio tasks: drop --format csv")
-        server = LabelStudio(args.label_studio_url)
+    if server is not None:
         pushed, present = server.push(args.label_studio_project, tasks)
         print(f"pushed {pushed} tasks to project {args.label_studio_project} at {server.url} ({present} already there)")
     return 0

@@ -39,15 +39,12 @@ def run(args: argparse.Namespace) -> int:
     manifest = read_manifest(args.manifest)
     selection = read_selection(args.selection) if args.selection else None
     if args.label_studio_project is not None:
-        import json
-
-        from ..data import storage
         from ..labelstudio import LabelStudio
 
         server = LabelStudio(args.label_studio_url)
-        export = server.pull(args.label_studio_project, selection.sample_ids if selection is not None else None)
-        storage.write_bytes(args.annotations, json.dumps(export, indent=1).encode())
-        print(f"pulled {len(export)} annotated tasks of project {args.label_studio_project} at {server.url} "
+        count = server.save_export(args.label_studio_project, args.annotations,
+                                   selection.sample_ids if selection is not None else None)
+        print(f"pulled {count} annotated tasks of project {args.label_studio_project} at {server.url} "
               f"into {args.annotations}")
     labels = import_labels(args.annotations, manifest, selection=selection, format=args.format,
                            field_name=args.field, allow_partial=args.allow_partial,

@@ -30,18 +30,15 @@ def import_labels(annotations_uri: str, manifest: dsl.Input[dsl.Dataset], select
     from active_finetuning.labels import import_labels as load
     from active_finetuning.labels import write_labels
 
+    annotated = read_selection(selection.path)
     if label_studio_url:
-        import json
         import os
 
-        from active_finetuning.data import storage
         from active_finetuning.labelstudio import LabelStudio
 
-        picked = read_selection(selection.path).sample_ids
-        export = json.dumps(LabelStudio(label_studio_url).pull(label_studio_project, picked)).encode()
         annotations_uri = annotations_uri or os.path.join(os.path.dirname(labels.path), "annotations.json")
-        storage.write_bytes(annotations_uri, export)
-    result = load(annotations_uri, read_manifest(manifest.path), read_selection(selection.path),
+        LabelStudio(label_studio_url).save_export(label_studio_project, annotations_uri, annotated.sample_ids)
+    result = load(annotations_uri, read_manifest(manifest.path), annotated,
                   format=annotations_format, allow_partial=allow_partial, label_format=label_format)
     write_labels(result, labels.path)
     if labels_folder_uri:
