@@ -6,12 +6,14 @@ import argparse
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..kfp.config import PIPELINE_CHOICES
+
     parser.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888")
     parser.add_argument("--config", help="YAML configuration: section 'pipeline' (parameters), 'schedule'")
     parser.add_argument("--set", action="append", metavar="NAME=VALUE", dest="overrides",
                         help="a pipeline parameter (YAML value), e.g. --set budgets='[1%%, 2%%]'; repeatable")
     parser.add_argument("--experiment", help="KFP experiment (default: config, else active-finetuning)")
-    parser.add_argument("--pipeline", choices=["budget-study", "select-for-annotation", "train-on-annotations"],
+    parser.add_argument("--pipeline", choices=list(PIPELINE_CHOICES),
                         help="which pipeline to run (default: the config's schedule.pipeline, else budget-study)")
     parser.add_argument("--pipeline-name", help="the pipeline's name in KFP (default: active-finetuning, or "
                                                 "active-finetuning-<pipeline> for the annotation pipelines)")
@@ -26,14 +28,14 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_and_parameters(args: argparse.Namespace):
     import os
 
-    from ..kfp.config import PipelineConfig, load_config, parse_overrides
+    from ..kfp.config import DEFAULT_PIPELINE, PipelineConfig, load_config, parse_overrides
     from ..kfp.orchestration import ClusterSettings
 
     config = load_config(args.config) if args.config else PipelineConfig()
     parameters = {**config.parameters, **parse_overrides(args.overrides)}
     sched = config.schedule
-    pipeline = args.pipeline or sched.get("pipeline") or "budget-study"
-    default_name = "active-finetuning" if pipeline == "budget-study" else f"active-finetuning-{pipeline}"
+    pipeline = args.pipeline or sched.get("pipeline") or DEFAULT_PIPELINE
+    default_name = "active-finetuning" if pipeline == DEFAULT_PIPELINE else f"active-finetuning-{pipeline}"
     settings = ClusterSettings(
         host=args.host, experiment=args.experiment or sched.get("experiment") or "active-finetuning",
         pipeline_name=args.pipeline_name or default_name, version=args.version, namespace=args.namespace,
