@@ -51,7 +51,7 @@ COPY src/ src/
 
 # torch from the CPU (or CUDA) wheel index first, then the package with kfp at the compiled version.
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
-    && pip install "/opt/active-finetuning[vision,gcs,tracking,kfp]" "kfp==${KFP_VERSION}" \
+    && pip install "/opt/active-finetuning[vision,gcs,tracking,labelstudio,kfp]" "kfp==${KFP_VERSION}" \
     && python -c "import kfp, active_finetuning; assert kfp.__version__ == '${KFP_VERSION}', kfp.__version__"
 
 USER 10001:10001
