@@ -1,16 +1,22 @@
-# syntax=docker/dockerfile:1
 # The one image every pipeline component runs in: the active-finetuning package with kfp pinned to
 # the version the components are compiled with, nothing installed at run time, a non-root user.
+# `make image` builds it with docker (BuildKit), podman or buildah, whichever is present:
 #
-#   docker build -t ghcr.io/active-finetuning/active-finetuning:0.1.0 .                  # CPU
-#   docker build -t ghcr.io/active-finetuning/active-finetuning:0.1.0-cuda \
-#     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
-#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .               # GPU
+#   make image                        # CPU: torch from PyTorch's CPU wheel index   (…:0.1.0)
+#   make image VARIANT=cuda           # CUDA: PyPI's torch, which bundles CUDA       (…:0.1.0-cuda)
+#   make image BASE_IMAGE=localhost/debian-python:3.11-bookworm   # a local base (image/make-base.sh)
 #
+# Plain docker: `docker build -t ghcr.io/active-finetuning/active-finetuning:0.1.0 .` (CPU) and
+# `--build-arg TORCH_INDEX_URL= -t …:0.1.0-cuda` (CUDA). The CUDA variant needs no CUDA base image: the
+# nvidia-* wheels PyPI's torch depends on carry the CUDA runtime; the node needs only the driver.
 # The tag must match src/active_finetuning/kfp/image.py (IMAGE), or set ACTIVE_FINETUNING_IMAGE when compiling.
+#
+# No `# syntax=` line: BuildKit then uses its built-in Dockerfile frontend instead of pulling one,
+# so the build works without a registry (RUN --mount is built in since Docker 23; buildah has it too).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
+# Empty: take torch from the configured package index (PyPI's Linux torch is a CUDA build).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
@@ -35,7 +41,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# A CUDA base image has no Python of its own: add the distribution's python3 there only.
+# A base image without Python (a CUDA or distroless-like base) gets the distribution's python3.
 # hadolint ignore=DL3008
 RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
         apt-get update \
@@ -45,14 +51,33 @@ RUN if ! python3 -c "import ensurepip, venv" 2>/dev/null; then \
     && python3 -m venv /opt/venv \
     && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin app
 
+# The build machine's package-index settings and CA bundle (a private index, a proxy's CA) reach pip as
+# build secrets, mounted for the installing steps only: no layer keeps them (`make test-image` checks every
+# layer).   --secret id=pip-conf,src=PIP_CONF   --secret id=ca-bundle,src=CA_BUNDLE   (both optional)
+# torch first, in a layer of its own that a change of the project's source leaves cached: from the CPU wheel
+# index, or (TORCH_INDEX_URL empty) the configured index. Every package is pinned: hadolint takes the
+# optional --index-url for one.
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip-conf,target=/run/secrets/pip-conf \
+    --mount=type=secret,id=ca-bundle,target=/run/secrets/ca-bundle \
+    if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
+    && if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && pip install ${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"} \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+    && rm -rf /root/.cache /tmp/*
+
 WORKDIR /opt/active-finetuning
 COPY pyproject.toml README.md ./
 COPY src/ src/
 
-# torch from the CPU (or CUDA) wheel index first, then the package with kfp at the compiled version.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}" \
+# then the package, with kfp at the version the components are compiled with
+RUN --mount=type=secret,id=pip-conf,target=/run/secrets/pip-conf \
+    --mount=type=secret,id=ca-bundle,target=/run/secrets/ca-bundle \
+    if [ -s /run/secrets/pip-conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip-conf; fi \
+    && if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
     && pip install "/opt/active-finetuning[vision,gcs,tracking,labelstudio,kfp]" "kfp==${KFP_VERSION}" \
-    && python -c "import kfp, active_finetuning; assert kfp.__version__ == '${KFP_VERSION}', kfp.__version__"
+    && python -c "import kfp, active_finetuning; assert kfp.__version__ == '${KFP_VERSION}', kfp.__version__" \
+    && rm -rf /root/.cache /tmp/*
 
 USER 10001:10001
 WORKDIR /home/app

@@ -10,7 +10,7 @@ LS_VENV ?= .venv-label-studio
 LS_STAMP := $(LS_VENV)/.installed
 LABEL_STUDIO_VERSION ?= 1.23.2
 
-.PHONY: demo test test-all venv label-studio benchmarks clean
+.PHONY: demo test test-all venv label-studio benchmarks clean image test-image
 
 venv: $(STAMP)
 
@@ -36,6 +36,15 @@ test: $(STAMP) $(LS_STAMP)
 
 test-all: $(STAMP) $(LS_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The components' image (Dockerfile) with docker (BuildKit), podman or buildah, whichever is present.
+# VARIANT=cpu|cuda, BASE_IMAGE=…, IMAGE=tag, ENGINE=docker|podman|buildah: see image/build.sh.
+image:
+	image/build.sh
+
+# Opt-in, 10-30 minutes: build the image, check it and run the pipeline in its containers (image/test.sh).
+test-image: $(STAMP)
+	PYTHON=$(BIN)/python image/test.sh
 
 clean:
 	rm -rf $(VENV) $(LS_VENV) outputs .pytest_cache

@@ -13,6 +13,7 @@ import pytest
 from tests.gcs_fixtures import gcs_bucket, gcs_emulator  # noqa: F401  (a real GCS emulator)
 from tests.labelstudio_fixtures import label_studio  # noqa: F401  (a real Label Studio server)
 from tests.mlflow_fixtures import mlflow_server  # noqa: F401  (a real MLflow server fixture)
+from tests.image_support import container_api  # noqa: F401  (Docker's or podman's API, for the image tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_DATA = ROOT.parent / "shared" / "data" / "cifar10"

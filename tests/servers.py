@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 
 def free_port() -> int:
@@ -20,8 +21,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(command: list[str], root: Path, health_url: str, what: str, timeout: float, env=None):
-    """Run ``command`` (cwd ``root``, output to ``root/server.log``) until ``health_url`` answers; yield."""
+def running_server(command: list[str], root: Path, health_url: str, what: str, timeout: float, env=None,
+                   ready: Callable[[], bool] | None = None):
+    """Run ``command`` (cwd ``root``, output to ``root/server.log``) until ``health_url`` answers 200
+    (or ``ready()`` is true); yield."""
     log = open(root / "server.log", "ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
                                start_new_session=True)
@@ -31,12 +34,16 @@ def running_server(command: list[str], root: Path, health_url: str, what: str, t
             if process.poll() is not None:
                 raise RuntimeError(f"{what} exited with {process.returncode}: "
                                    f"{(root / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(health_url, timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
+            if ready is not None:
+                if ready():
+                    break
+            else:
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not answer on {health_url} within {timeout:.0f} s")
             time.sleep(0.5)

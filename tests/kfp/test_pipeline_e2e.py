@@ -1,4 +1,5 @@
-"""The whole budget-study pipeline end to end with ``kfp.local.SubprocessRunner``: real PNG digits
+"""The whole budget-study pipeline end to end under ``kfp.local``, each step a subprocess (and, opt-in with
+``make test-image``, each step a container of the built image through DockerRunner): real PNG digits
 in a GCS emulator bucket, a tiny timm model with weights from the bucket, two methods × two
 budgets, a real ``mlflow server`` on 127.0.0.1. Takes about two minutes on two cores."""
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
+from tests.image_support import IMAGE as IMAGE_UNDER_TEST
+from tests.image_support import needs_image
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ["kcenter", "activeft"]
@@ -37,7 +41,10 @@ def study_bucket(gcs_bucket, tmp_path):
 SECRET = "planted-secret-7f3a9c"
 
 
-def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("in_containers", [False, pytest.param(True, marks=[pytest.mark.image, needs_image])],
+                         ids=["subprocesses", "containers"])
+def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path, monkeypatch, capfd, request,
+                                          in_containers):
     from mlflow import MlflowClient
 
     from active_finetuning.data import storage
@@ -55,7 +62,12 @@ def test_budget_study_pipeline_end_to_end(study_bucket, mlflow_server, tmp_path,
     monkeypatch.setenv("KF_PIPELINES_TOKEN", SECRET)
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", SECRET)
     monkeypatch.setenv("STUDY_API_KEY", SECRET)
-    result = run_locally(parameters, workdir=tmp_path / "run", quiet=True)
+    if in_containers:  # each step in a container of the built image, through Docker's or podman's API
+        request.getfixturevalue("container_api")
+        from active_finetuning.kfp.image import IMAGE
+
+        assert IMAGE == IMAGE_UNDER_TEST, "make test-image names the image in ACTIVE_FINETUNING_IMAGE too"
+    result = run_locally(parameters, workdir=tmp_path / "run", quiet=True, in_containers=in_containers)
 
     # quiet: one line per finished step on the terminal, the steps' own logs in the run's log file
     terminal = capfd.readouterr()

@@ -1,7 +1,8 @@
 """``active-finetuning run --config C``: the whole pipeline on this machine with ``kfp.local``.
 
 Each step runs as a subprocess of this environment (the same components a cluster runs in the
-project image). Embedded defaults: the outputs under ``--workdir`` (a local folder as the bucket)
+project image), or with ``--in-containers`` in a container of that image through a Docker-compatible
+API (Docker, or podman's ``podman system service``; ``DOCKER_HOST`` says where). Embedded defaults: the outputs under ``--workdir`` (a local folder as the bucket)
 and a local MLflow store (sqlite) unless ``MLFLOW_TRACKING_URI`` or the config names a server.
 """
 
@@ -23,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local outputs: KFP artifacts, results, MLflow store (default outputs/pipeline)")
     parser.add_argument("--verbose", action="store_true",
                         help="print the steps' own logs instead of one line each (they go to <workdir>/pipeline.log)")
+    parser.add_argument("--in-containers", action="store_true",
+                        help="run each step in the project's image (ACTIVE_FINETUNING_IMAGE overrides which) "
+                             "through Docker or podman's API, as a cluster would; inputs must be remote or "
+                             "under --workdir")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config) if args.config else PipelineConfig()
     result = run_locally({**config.parameters, **parse_overrides(args.overrides)}, args.workdir,
-                         quiet=not args.verbose)
+                         quiet=not args.verbose, in_containers=args.in_containers)
     print()
     print(result.markdown)
     print(where_to_compare(result))

@@ -149,11 +149,13 @@ def _original_print() -> Iterator[None]:
 
 
 def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "outputs/pipeline",
-                quiet: bool = False) -> LocalRun:
-    """Run the pipeline with ``kfp.local.SubprocessRunner`` in this environment; each step a subprocess.
+                quiet: bool = False, in_containers: bool = False) -> LocalRun:
+    """Run the pipeline with ``kfp.local`` on this machine.
 
-    ``quiet``: the steps' own output goes to ``<workdir>/pipeline.log`` and one line per finished
-    step is printed instead."""
+    Each step a subprocess of this environment (``kfp.local.SubprocessRunner``), or with
+    ``in_containers`` a container of the project's image (``kfp.local.DockerRunner``; see
+    :mod:`.containers`). ``quiet``: the steps' own output goes to ``<workdir>/pipeline.log`` and one
+    line per finished step is printed instead."""
     from kfp import local
 
     from .config import check_parameters
@@ -161,18 +163,35 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
 
     values, tracking_uri = local_defaults(check_parameters(parameters), workdir)
     root = Path(workdir).resolve() / "kfp"
+    if in_containers:
+        from .containers import check_engine, check_visible, container_runner, forwarded_environment
+
+        check_visible(values, root.parent)
+        check_engine()
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "TQDM_DISABLE": "1"}
-    log = Path(workdir).resolve() / "pipeline.log" if quiet else None
+    with contextlib.ExitStack() as stack:
+        if in_containers:
+            runner = stack.enter_context(container_runner(root.parent, forwarded_environment(env)))
+        else:
+            runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
+        log = root.parent / "pipeline.log" if quiet else None
+        output = _run_steps(active_finetuning_pipeline, values, env, root, log)
+    experiment = values.get("mlflow_experiment") or "active-finetuning"
+    return LocalRun(output, tracking_uri, experiment, latest_study_run(tracking_uri, experiment), root, log)
+
+
+def _run_steps(pipeline, values: dict[str, Any], env: dict[str, str], root: Path, log: Path | None) -> str:
+    """Call ``pipeline`` under kfp.local; its steps' output to ``log`` when given. Returns its output."""
     finished = []
 
     def report(task: str, status: str) -> str:
         finished.append(task)
         return f"  [{len(finished):>3}] {task}: {status.lower()}"
 
-    quieted = _steps_to_log(log, report) if quiet else contextlib.nullcontext()
+    quieted = _steps_to_log(log, report) if log else contextlib.nullcontext()
     # kfp.local (2.17) indents its steps' prints by swapping builtins.print per task; with steps running
     # side by side the swaps unwind out of order and leave print indented: put it back afterwards
     with _environment(**env), warnings.catch_warnings(), quieted, _original_print():
@@ -180,14 +199,12 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*ignored.*")
         try:
-            task = active_finetuning_pipeline(**values)
+            return pipeline(**values).output
         except RuntimeError as err:
             reason = _plain(str(err))
             where = f"in {log}" if log else "above"
             raise InputError(f"the pipeline failed: {reason} (the failing step's log is {where}; outputs under "
                              f"{root})") from None
-    experiment = values.get("mlflow_experiment") or "active-finetuning"
-    return LocalRun(task.output, tracking_uri, experiment, latest_study_run(tracking_uri, experiment), root, log)
 
 
 def latest_study_run(tracking_uri: str, experiment: str) -> str | None:
