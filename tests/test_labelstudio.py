@@ -46,6 +46,9 @@ def test_push_annotate_pull_import(label_studio, pool, monkeypatch, capsys):
     assert f"pushed 4 tasks to project {project}" in capsys.readouterr().out
     assert main(["export-for-annotation", *common]) == 0  # a retried step: nothing twice
     assert "pushed 0 tasks" in (out := capsys.readouterr().out) and "(4 already there)" in out
+    refs = {task_ref(s) for s in manifest.sample_ids[rows]}
+    for page_size in (1, 3, 4, 500):  # page by page, the last one partial, full or the only one
+        assert server.task_refs(project, page_size=page_size) == refs
 
     headers = {"Authorization": f"Token {key}"}
     listed = requests.get(f"{url}/api/tasks", params={"project": project, "page_size": 100}, headers=headers,

@@ -2,7 +2,7 @@
 its finished annotations back (docs/design.md, "The labeling loop").
 
 Plain HTTP against Label Studio's documented REST API (``/api/projects``, ``/api/projects/{id}/import``,
-``/api/projects/{id}/export``), with ``requests``: the official SDK would add nltk, OpenCV and a
+``/api/projects/{id}/export``, ``/api/tasks``), with ``requests``: the official SDK would add nltk, OpenCV and a
 pinned NumPy to every image for these three calls.
 
 The server's URL comes from the caller or ``LABEL_STUDIO_URL``; the API key only from the environment,
@@ -88,6 +88,22 @@ class LabelStudio:
                              f"{type(result).__name__}, not a list of tasks")
         return result
 
+    def task_refs(self, project: int, page_size: int = 500) -> set[str]:
+        """The ``ref`` of every task the project holds, read page by page (``/api/tasks``): no export of
+        the whole project with its annotations to answer "is this task there yet"."""
+        refs: set[str] = set()
+        page = 1
+        while True:
+            found = self._call("GET", "/api/tasks/", params={"project": int(project), "page": page,
+                                                             "page_size": int(page_size)})
+            if not isinstance(found, dict) or not isinstance(found.get("tasks"), list):
+                raise InputError(f"Label Studio at {self.url} answered the task list of project {project} with "
+                                 f"{type(found).__name__}, not a page of tasks")
+            refs.update(str(t.get("data", {}).get("ref")) for t in found["tasks"])
+            if not found["tasks"] or page * page_size >= int(found.get("total", 0)):
+                return refs
+            page += 1
+
     def pull(self, project: int, sample_ids=None) -> list[dict]:
         """The project's annotated tasks; given the ``sample_ids`` of a selection, only that selection's
         (a project the loop fills every night holds every round's tasks)."""
@@ -113,7 +129,7 @@ class LabelStudio:
     def push(self, project: int, tasks: list[dict]) -> tuple[int, int]:
         """Import the tasks that the project does not hold yet (by their ``ref``), so a retried or
         repeated push adds nothing twice. Returns (pushed, already there)."""
-        present = {str(t.get("data", {}).get("ref")) for t in self.export(project, all_tasks=True)}
+        present = self.task_refs(project)
         new = [t for t in tasks if str(t["data"]["ref"]) not in present]
         if new:
             self._call("POST", f"/api/projects/{int(project)}/import", json=new)
