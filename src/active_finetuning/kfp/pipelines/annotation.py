@@ -17,16 +17,14 @@ from ..components import (
     build_manifest,
     evaluate,
     export_for_annotation,
-    extract_features,
     finetune,
     import_labels,
     track_round,
-    merge_features,
-    plan_shards,
     select,
 )
 
 from ..placement import place
+from .features import sharded_features
 
 
 @dsl.pipeline(name="active-finetuning-select-for-annotation",
@@ -76,13 +74,8 @@ def select_for_annotation_pipeline(
         The selection (give its URI to train_on_annotations).
     """
     pool = place(build_manifest(source_uri=manifest_uri))
-    shards = place(plan_shards(num_shards=num_shards))
-    with dsl.ParallelFor(items=shards.output, name="extract-shards") as shard_index:
-        shard = place(extract_features(manifest=pool.outputs["manifest"], model_name=model_name,
-                                       weights_uri=weights_uri, shard_index=shard_index, num_shards=num_shards,
-                                       image_size=image_size, batch_size=batch_size,
-                                       previous_features_uri=features_cache_uri))
-    features = place(merge_features(shards=dsl.Collected(shard.outputs["features"]), publish_uri=features_cache_uri))
+    features = sharded_features(pool.outputs["manifest"], model_name, weights_uri, num_shards, image_size,
+                                batch_size, previous_features_uri=features_cache_uri, publish_uri=features_cache_uri)
     selection = place(select(features=features.outputs["features"], method=method, budget=budget, seed=seed,
                              method_params=method_params, labeled_uri=labeled_uri))
     # the loop's state lives outside the artifacts: writing the features cache and reading the labels

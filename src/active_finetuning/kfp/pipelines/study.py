@@ -15,10 +15,8 @@ from ..components import (
     evaluate,
     extract_features,
     finetune,
-    merge_features,
     oracle_labels,
     plan_grid,
-    plan_shards,
     probe,
     report,
     select,
@@ -27,6 +25,7 @@ from ..components import (
 )
 
 from ..placement import place
+from .features import sharded_features
 
 PIPELINE_NAME = "active-finetuning"
 CELL_PARALLELISM = 8  # cells that run at once on a cluster
@@ -87,12 +86,8 @@ def active_finetuning_pipeline(
     pool = place(build_manifest(source_uri=manifest_uri)).set_display_name("build-manifest (pool)")
     test = place(build_manifest(source_uri=test_manifest_uri)).set_display_name("build-manifest (test)")
 
-    shards = place(plan_shards(num_shards=num_shards))
-    with dsl.ParallelFor(items=shards.output, name="extract-shards") as shard_index:
-        shard = place(extract_features(manifest=pool.outputs["manifest"], model_name=model_name,
-                                       weights_uri=weights_uri, shard_index=shard_index, num_shards=num_shards,
-                                       image_size=image_size, batch_size=batch_size))
-    features = place(merge_features(shards=dsl.Collected(shard.outputs["features"])))
+    features = sharded_features(pool.outputs["manifest"], model_name, weights_uri, num_shards, image_size,
+                                batch_size)
     test_features = place(extract_features(manifest=test.outputs["manifest"], model_name=model_name,
                                            weights_uri=weights_uri, shard_index=0, num_shards=1,
                                            image_size=image_size, batch_size=batch_size))
