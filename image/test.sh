@@ -21,7 +21,7 @@ fi
 export ENGINE="$engine"
 
 variant="${VARIANT:-cpu}"
-if [ "$variant" = cpu ] && ! "$python" - <<'PY'
+if [ "$variant" = cpu ] && ! "$python" - 2>/dev/null <<'PY'
 import urllib.request
 urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=20)
 PY
