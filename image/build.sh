@@ -17,29 +17,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-variant="${VARIANT:-cpu}"
-version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/active_finetuning/__init__.py)"
-repository="$(sed -n 's/^REPOSITORY = "\(.*\)"/\1/p' src/active_finetuning/kfp/image.py)"
-case "$variant" in
-  cpu)  torch_index="https://download.pytorch.org/whl/cpu"; suffix="" ;;
-  cuda) torch_index=""; suffix="-cuda" ;;
-  *) echo "build.sh: VARIANT must be cpu or cuda, not '$variant'" >&2; exit 2 ;;
-esac
-image="${IMAGE:-$repository:$version$suffix}"
-
-engine="${ENGINE:-}"
-if [ -z "$engine" ]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker
-  elif command -v podman >/dev/null; then engine=podman
-  elif command -v buildah >/dev/null; then engine=buildah
-  else echo "build.sh: no docker daemon, podman or buildah found (Debian: apt-get install podman buildah)" >&2; exit 2
-  fi
-fi
+. image/settings.sh
+engine="$(find_engine docker podman buildah)" || exit 2
 
 args=(--build-arg "TORCH_INDEX_URL=$torch_index" --build-arg "VERSION=$version" -t "$image")
 [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-ca="${CA_BUNDLE:-${SSL_CERT_FILE:-${PIP_CERT:-}}}"
-[ -n "$ca" ] && [ -f "$ca" ] && args+=(--secret "id=ca-bundle,src=$ca")
+[ -n "$ca_bundle" ] && args+=(--secret "id=ca-bundle,src=$ca_bundle")
 [ -n "${PIP_CONF:-}" ] && args+=(--secret "id=pip-conf,src=$PIP_CONF")
 case "$engine" in
   docker) export DOCKER_BUILDKIT=1; cmd=(docker build --network host) ;;

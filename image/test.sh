@@ -11,16 +11,9 @@ cd "$(dirname "$0")/.."
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$PWD/image/containers.conf}"
 python="${PYTHON:-.venv/bin/python}"
 
-engine="${ENGINE:-}"
-if [ -z "$engine" ]; then
-  if command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker
-  elif command -v podman >/dev/null; then engine=podman
-  else echo "test.sh: needs docker (with its daemon) or podman: apt-get install podman buildah" >&2; exit 2
-  fi
-fi
-export ENGINE="$engine"
+. image/settings.sh
+engine="$(find_engine docker podman)" || exit 2
 
-variant="${VARIANT:-cpu}"
 if [ "$variant" = cpu ] && ! "$python" - 2>/dev/null <<'PY'
 import urllib.request
 urllib.request.urlopen("https://download.pytorch.org/whl/cpu/torch/", timeout=20)
@@ -41,20 +34,15 @@ if [ -z "${BASE_IMAGE:-}" ]; then
     fi
   fi
 fi
-export BASE_IMAGE VARIANT="$variant" ENGINE="$engine"
-
-version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' src/active_finetuning/__init__.py)"
-repository="$(sed -n 's/^REPOSITORY = "\(.*\)"/\1/p' src/active_finetuning/kfp/image.py)"
-export IMAGE="${IMAGE:-$repository:$version$([ "$variant" = cuda ] && echo -cuda)}"
+export BASE_IMAGE VARIANT="$variant" ENGINE="$engine" IMAGE="$image"
 start=$(date +%s)
 image/build.sh
 built=$(( $(date +%s) - start ))
-size=$("$engine" image inspect --format '{{.Size}}' "$IMAGE")
+size=$("$engine" image inspect --format '{{.Size}}' "$image")
 
-ca="${CA_BUNDLE:-${SSL_CERT_FILE:-${PIP_CERT:-}}}"
-secrets="$( [ -n "$ca" ] && [ -f "$ca" ] && echo "$ca" || true)${PIP_CONF:+:$PIP_CONF}"
+secrets="$ca_bundle${PIP_CONF:+:$PIP_CONF}"
 start=$(date +%s)
-ACTIVE_FINETUNING_IMAGE="$IMAGE" ACTIVE_FINETUNING_TEST_IMAGE="$IMAGE" ACTIVE_FINETUNING_TEST_SECRETS="$secrets" \
+ACTIVE_FINETUNING_IMAGE="$image" ACTIVE_FINETUNING_TEST_IMAGE="$image" ACTIVE_FINETUNING_TEST_SECRETS="$secrets" \
   "$python" -m pytest -m image -q -p no:cacheprovider --durations=5 tests
 tested=$(( $(date +%s) - start ))
-echo "test.sh: $IMAGE ($variant, from $BASE_IMAGE, $engine): build ${built} s, size $(( size / 1000000 )) MB, tests ${tested} s"
+echo "test.sh: $image ($variant, from $BASE_IMAGE, $engine): build ${built} s, size $(( size / 1000000 )) MB, tests ${tested} s"

@@ -41,7 +41,7 @@ def forbidden_files(archive: IO[bytes], secrets: dict[str, bytes]) -> list[str]:
             with tarfile.open(fileobj=outer.extractfile(entry), mode="r|") as layer:
                 for member in layer:
                     path = member.name.removeprefix("./")
-                    if member.isfile() and any(part in "/" + path for part in ("/" + f for f in FORBIDDEN)):
+                    if member.isfile() and any(f"/{f}" in f"/{path}" for f in FORBIDDEN):
                         found.append(f"{entry.name}: {path}")
                     elif member.isfile() and member.size in sizes:
                         content = layer.extractfile(member).read()

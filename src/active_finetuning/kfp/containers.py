@@ -33,7 +33,7 @@ def check_visible(values: Mapping[str, Any], workdir: Path) -> None:
     for name, value in values.items():
         if not name.endswith("_uri") or not isinstance(value, str) or not value:
             continue
-        path = value.removeprefix("sqlite:///") if value.startswith("sqlite:///") else value
+        path = value.removeprefix("sqlite:///")
         if "://" in path:
             continue
         resolved = Path(path).resolve()

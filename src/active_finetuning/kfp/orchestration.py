@@ -171,11 +171,9 @@ def run_locally(parameters: Mapping[str, Any], workdir: str | os.PathLike = "out
     root.mkdir(parents=True, exist_ok=True)
     env = {"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "TQDM_DISABLE": "1"}
-    with contextlib.ExitStack() as stack:
-        if in_containers:
-            runner = stack.enter_context(container_runner(root.parent, forwarded_environment(env)))
-        else:
-            runner = local.SubprocessRunner(use_venv=False)
+    runners = container_runner(root.parent, forwarded_environment(env)) if in_containers \
+        else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))
+    with runners as runner:
         local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
         log = root.parent / "pipeline.log" if quiet else None
         output = _run_steps(active_finetuning_pipeline, values, env, root, log)
