@@ -13,6 +13,10 @@ picks, balanced accuracy (mean per-class recall: the test set is balanced) and m
 With ``--finetune-seeds``, the same picks (the cells of those seeds) are also labeled from the ground truth
 and finetune ``tf_efficientnet_lite0`` with the finetuning study's recipe (``--recipe``), scored on the
 10,000 test images: the papers' consumer beside the probe. Each finetuned cell is cached under ``--out``.
+``--class-weight balanced`` gives both consumers scikit-learn's balanced class weights (the probe's
+logistic regression and the finetune's cross-entropy): each class weighs as much as the others.
+
+    python -m experiments.long_tail --json outputs/long-tail-balanced.json --finetune-seeds 0 --class-weight balanced
 """
 
 from __future__ import annotations
@@ -51,20 +55,22 @@ def finetuned(picked, key: str, seed: int, args) -> dict:
     from experiments.finetune_study import CANDIDATES, MODEL, WEIGHTS
 
     out = Path(args.out)
-    cached = out / "cells" / f"{key}-{args.recipe}.json"
+    weighting = "" if args.class_weight is None else f"-{args.class_weight}"
+    cached = out / "cells" / f"{key}-{args.recipe}{weighting}.json"
     if cached.exists():
         return json.loads(cached.read_text())
     manifest, test = read_manifest(args.images), read_manifest(args.test_images)
     labels = oracle_labels(picked, manifest)
-    recipe = {**CANDIDATES[args.recipe], "seed": seed}
+    recipe = {**CANDIDATES[args.recipe], "seed": seed, "class_weight": args.class_weight}
     started = time.perf_counter()
-    finetune(manifest, labels, model=MODEL, weights=WEIGHTS, out=str(out / "models" / key), progress=True, **recipe)
+    finetune(manifest, labels, model=MODEL, weights=WEIGHTS, out=str(out / "models" / (key + weighting)),
+             progress=True, **recipe)
     seconds = time.perf_counter() - started
-    scores = evaluate(str(out / "models" / key), test, progress=False)
+    scores = evaluate(str(out / "models" / (key + weighting)), test, progress=False)
     recalls = [r for r in scores["per_class_accuracy"].values() if r is not None]
     result = {"top1": scores["top1"], "macro_f1": scores["macro_f1"], "balanced_accuracy": float(np.mean(recalls)),
               "per_class_accuracy": scores["per_class_accuracy"], "finetune_seconds": round(seconds, 1),
-              "recipe": args.recipe}
+              "recipe": args.recipe, "class_weight": args.class_weight}
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_text(json.dumps(result, indent=1))
     return result
@@ -84,11 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--test-images", default=str(DATA / "images-test.parquet"))
     parser.add_argument("--recipe", default="lr0.04-crop0.35-96", help="a recipe of experiments.finetune_study")
     parser.add_argument("--out", default="outputs/long_tail", help="finetuned models and cells")
+    parser.add_argument("--class-weight", choices=["balanced"], default=None,
+                        help="class weights of the probe and the finetune's loss (default: none)")
     args = parser.parse_args(argv)
 
     from active_finetuning.data.artifacts import read_features
     from active_finetuning.selection import select
-    from active_finetuning.training.probe import probe
+    from active_finetuning.training.probe import ProbeParams, probe
 
     train, test = read_features(args.train), read_features(args.test)
     pool = long_tail(train)
@@ -101,7 +109,7 @@ def main(argv=None) -> int:
                 params = {"core_params": {"iterations": 300}} if method == "bilaf" else {}
                 picked = select(pool, budget, method, seed=seed, **params)
                 per_class = np.bincount(pool.labels[picked.indices], minlength=len(counts))
-                result = probe(pool, picked, test)
+                result = probe(pool, picked, test, params=ProbeParams(class_weight=args.class_weight))
                 scores = result["linear_probe"]
                 recalls = [r for r in scores["per_class_accuracy"].values() if r is not None]
                 cells.append({"method": method, "budget": budget, "seed": seed, "picks": int(len(picked)),

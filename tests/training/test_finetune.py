@@ -10,7 +10,7 @@ from active_finetuning.errors import InputError
 from active_finetuning.labels import Labels
 from active_finetuning.training.checkpoint import CHECKPOINT_FILE, Progress, checkpoint_bytes
 from active_finetuning.training.finetune import finetune
-from active_finetuning.training.recipe import Recipe, lr_scheduler, sgd
+from active_finetuning.training.recipe import Recipe, loss_class_weights, lr_scheduler, sgd
 from active_finetuning.training.model import MODEL_FILE
 from tests.training.conftest import CLASSES, FAST, MODEL
 
@@ -160,7 +160,8 @@ def test_a_probe_head_starts_finetuning_from_the_linear_probe(data):
     train, labels = data["train"], data["labels"]
     network = create_model(MODEL, weights=None, num_classes=3)
     config = preprocessing(network.pretrained_cfg, Recipe(image_size=32))
-    _probe_head(network, train, np.arange(len(train)), labels.labels, 3, config, torch.device("cpu"), 0.1)
+    _probe_head(network, train, np.arange(len(train)), labels.labels, 3, config, torch.device("cpu"),
+                Recipe(image_size=32, label_smoothing=0.1))
     transform = eval_transform(config)
     images = torch.stack([transform(decode_image(train.load_bytes(i), "x")) for i in range(len(train))])
     network.eval()
@@ -211,3 +212,36 @@ def test_checkpoints_also_come_by_wall_time(data, tmp_path):
     data_bytes = (out / CHECKPOINT_FILE).read_bytes()
     header = json.loads(data_bytes[8:8 + int.from_bytes(data_bytes[:8], "little")])
     assert json.loads(header["__metadata__"]["progress"])["step"] == 6  # written after the epoch's last step
+
+
+def test_balanced_class_weights_follow_scikit_learn_and_leave_classes_without_labels_at_one():
+    labels = np.array([0, 0, 0, 1, 0, 1])  # class 2 has no label
+    assert loss_class_weights(Recipe(), labels, 3) is None  # the papers' unweighted loss by default
+    weights = loss_class_weights(Recipe(class_weight="balanced"), labels, 3)
+    assert np.allclose(weights.numpy(), [6 / (2 * 4), 6 / (2 * 2), 1.0])
+    assert Recipe.from_dict({"class_weight": "none"}).class_weight is None
+    with pytest.raises(InputError, match="class_weight"):
+        Recipe(class_weight="inverse")
+
+
+def test_a_balanced_loss_lifts_a_rare_class(data, tmp_path):
+    """Two labels of one class against 24 of two others: from the same seed, steps and images, the
+    balanced loss gives the rare class a higher probability on its own test images than the plain one."""
+    import torch
+
+    from active_finetuning.training.model import eval_transform, load_model, predict
+
+    train, test = data["train"], data["test"]
+    keep = np.flatnonzero(train.labels != 2)[:24].tolist() + np.flatnonzero(train.labels == 2)[:2].tolist()
+    labels = Labels(train.sample_ids[keep], train.labels[keep], CLASSES, {"source": "oracle"})
+    rare = {}
+    for weighting in (None, "balanced"):
+        out = str(tmp_path / str(weighting))
+        config = finetune(train, labels, model=MODEL, out=out, progress=False, class_weight=weighting,
+                          **FAST)
+        assert config["recipe"]["class_weight"] == weighting
+        model, _ = load_model(out)
+        logits = predict(model, test, eval_transform(config["data_config"]), batch_size=32,
+                         device=torch.device("cpu"), num_workers=0, progress=False)
+        rare[weighting] = float(torch.softmax(torch.as_tensor(logits), 1)[test.labels == 2, 2].mean())
+    assert rare["balanced"] > rare[None] + 0.05, rare

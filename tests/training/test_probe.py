@@ -57,6 +57,23 @@ def test_probe_uses_given_labels_over_the_oracle(pools):
     assert metrics["linear_probe"]["top1"] < 0.2
 
 
+def test_balanced_class_weights_reach_the_logistic_regression(pools):
+    """``class_weight="balanced"``: the probe's scores are scikit-learn's balanced logistic regression's."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from active_finetuning.training.probe import linear_probe
+
+    train, test = pools
+    rows = np.concatenate([np.flatnonzero(train.labels == c)[: 40 if c else 3] for c in range(5)])
+    x, y = train.features[rows], train.labels[rows]
+    scores = linear_probe(x, y, test.features, 5, ProbeParams(class_weight="balanced"))
+    scaler = StandardScaler().fit(x)
+    expected = LogisticRegression(C=0.5, max_iter=1000, class_weight="balanced").fit(scaler.transform(x), y)
+    assert np.allclose(scores, expected.predict_proba(scaler.transform(test.features)))
+    assert not np.allclose(scores, linear_probe(x, y, test.features, 5))  # and they differ from the plain probe
+
+
 def test_probe_rejects_a_single_class_and_missing_labels(pools):
     train, test = pools
     one_class = train.sample_ids[train.labels == 2][:10]

@@ -33,7 +33,7 @@ from ..seeding import derived_seed
 from .batches import SeededItems, TrainingBatches
 from .checkpoint import CHECKPOINT_FILE, Progress, checkpoint_bytes, read_checkpoint, restore
 from .model import CONFIG_FILE, MODEL_FILE, MODEL_FORMAT, ManifestImages
-from .recipe import Recipe, lr_scheduler, sgd
+from .recipe import Recipe, loss_class_weights, lr_scheduler, sgd
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,8 +122,7 @@ def _best_temperature(logits: np.ndarray, targets: np.ndarray, label_smoothing: 
     return float(np.exp(minimize_scalar(loss, bounds=(-5, 8), method="bounded").x))
 
 
-def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, device,
-                label_smoothing: float = 0.0) -> None:
+def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, device, recipe: Recipe) -> None:
     """LP-FT (Kumar et al., ICLR 2022; docs/methods.md §4): start the new classifier from a logistic
     regression on the frozen model's features of the labeled images (evaluation preprocessing), so
     that finetuning starts from the probe's predictions instead of a random head's. The probe is
@@ -133,7 +132,7 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
 
     from ..features.extraction import pooled_pre_logits
     from .model import eval_transform, image_loader
-    from .probe import fit_linear_probe
+    from .probe import ProbeParams, fit_linear_probe
 
     head = network.get_classifier() if hasattr(network, "get_classifier") else None
     if not isinstance(head, torch.nn.Linear):
@@ -145,7 +144,7 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
         features = torch.cat([pooled_pre_logits(network, images.to(device)).float().cpu()
                               for images, _, _ in image_loader(dataset, batches, 0, device)]).numpy()
     network.train()
-    scaler, probe = fit_linear_probe(features, targets)
+    scaler, probe = fit_linear_probe(features, targets, ProbeParams(class_weight=recipe.class_weight))
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     weight = np.zeros((num_classes, features.shape[1]))
     bias = np.full(num_classes, -10.0)  # a class without labels: never predicted at the start
@@ -158,7 +157,7 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
     bias[probe.classes_] = intercept - (coef * scaler.mean_ / scale).sum(axis=1)
     # a probe that separates the few labels has logits in the tens; gradients through such a head
     # wreck the backbone, so the head is cooled to the temperature that best fits the smoothed targets
-    temperature = _best_temperature(features @ weight.T + bias, np.asarray(targets), label_smoothing)
+    temperature = _best_temperature(features @ weight.T + bias, np.asarray(targets), recipe.label_smoothing)
     weight, bias = weight / temperature, bias / temperature
     with torch.no_grad():
         head.weight.copy_(torch.as_tensor(weight, dtype=head.weight.dtype))
@@ -227,12 +226,13 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     torch.manual_seed(derived_seed(recipe.seed, "training"))  # drop-path's stream; checkpointed
     data = preprocessing(data_config(network), recipe)
     if recipe.head_init == "probe" and checkpoint is None:
-        _probe_head(network, manifest, rows, labels.labels, len(classes), data, device, recipe.label_smoothing)
+        _probe_head(network, manifest, rows, labels.labels, len(classes), data, device, recipe)
     network = network.to(device)
     if cuda and recipe.channels_last:
         network = network.to(memory_format=torch.channels_last)
     optimizer = sgd(network, recipe)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    criterion = torch.nn.CrossEntropyLoss(weight=loss_class_weights(recipe, labels.labels, len(classes)),
+                                          label_smoothing=recipe.label_smoothing).to(device)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and recipe.amp and amp_dtype == torch.float16)
 

@@ -4,7 +4,7 @@ selected samples' features and scored on test features (BiLAF's paper reports bo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
@@ -23,6 +23,8 @@ class ProbeParams(Params):
     max_iter: int = parameter(1000, Interval(int, 1), "logistic regression iterations at most")
     k: int = parameter(20, Interval(int, 1), "kNN neighbours (a vote weighted by exp(cos/T), as DINO's kNN)")
     temperature: float = parameter(0.07, Interval(float, 0, closed="neither"), "T of the kNN vote")
+    class_weight: Literal["balanced"] | None = parameter(
+        None, help="the logistic regression's class weights: None, or scikit-learn's 'balanced' (long-tailed labels)")
 
 
 def fit_linear_probe(train_x, train_y, params: ProbeParams = ProbeParams()):
@@ -32,7 +34,7 @@ def fit_linear_probe(train_x, train_y, params: ProbeParams = ProbeParams()):
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
-    model = LogisticRegression(C=params.C, max_iter=params.max_iter)
+    model = LogisticRegression(C=params.C, max_iter=params.max_iter, class_weight=params.class_weight)
     return scaler, model.fit(scaler.transform(train_x), train_y)
 
 

@@ -36,6 +36,9 @@ class Recipe(Params):
     label_smoothing: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "label smoothing")
     clip_grad: float | None = parameter(2.0, Interval(float, 0, closed="neither"), "gradient norm clip; None: off")
     drop_path: float = parameter(0.1, Interval(float, 0, 1, closed="left"), "stochastic depth rate")
+    class_weight: Literal["balanced"] | None = parameter(
+        None, help="per-class weights of the loss: None (the papers), or 'balanced' (scikit-learn's rule: "
+                   "labeled images / (classes with labels × the class's labels)) for long-tailed labeled sets")
     head_init: Literal["random", "probe"] = parameter(
         "random", help="the new classifier: random (the papers), or a linear probe fitted on the frozen "
                        "features of the labeled images first (LP-FT)")
@@ -124,6 +127,23 @@ RECIPES: dict[str, dict[str, Any]] = {
     "papers": {"epochs": 1000, "batch_size": 512, "lr_base": 0.01, "lr_base_size": 512, "warmup_epochs": 5.0,
                "aug_repeats": 3, "epoch_size": "deit", "drop_last": False},
 }
+
+
+def loss_class_weights(recipe: Recipe, labels, num_classes: int):
+    """The cross-entropy's class weights (docs/methods.md §4), ``None`` when the recipe has none.
+    ``balanced`` is scikit-learn's ``compute_class_weight`` over the classes that have labels; a class
+    without labels gets 1, the mean weight of a labeled image (it only enters label smoothing)."""
+    if recipe.class_weight is None:
+        return None
+    import numpy as np
+    import torch
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = np.ones(num_classes)
+    weights[present] = compute_class_weight(recipe.class_weight, classes=present, y=labels)
+    return torch.as_tensor(weights, dtype=torch.float32)
 
 
 def lr_scheduler(optimizer, recipe: Recipe, labeled: int):
