@@ -113,7 +113,10 @@ def test_ctrl_c_during_extract_exits_130_promptly_with_one_line_and_no_partial_o
     process = subprocess.Popen([sys.executable, "-m", "active_finetuning.cli", "extract", "--manifest",
                                 str(tmp_path / "m.parquet"), "--model", "test_efficientnet", "--image-size", "224",
                                 "--batch-size", "4", "--workers", "0", "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a suite started in the background (``make test &``) ignores SIGINT, and so
+                               # would the command it starts: give the command the default, as in a terminal
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "batch" not in seen:  # the progress bar drawn: inside the extraction loop
         seen += process.stderr.read(1)
