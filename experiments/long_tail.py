@@ -62,11 +62,11 @@ def finetuned(picked, key: str, seed: int, args) -> dict:
     manifest, test = read_manifest(args.images), read_manifest(args.test_images)
     labels = oracle_labels(picked, manifest)
     recipe = {**CANDIDATES[args.recipe], "seed": seed, "class_weight": args.class_weight}
+    model_dir = str(out / "models" / (key + weighting))
     started = time.perf_counter()
-    finetune(manifest, labels, model=MODEL, weights=WEIGHTS, out=str(out / "models" / (key + weighting)),
-             progress=True, **recipe)
+    finetune(manifest, labels, model=MODEL, weights=WEIGHTS, out=model_dir, progress=True, **recipe)
     seconds = time.perf_counter() - started
-    scores = evaluate(str(out / "models" / (key + weighting)), test, progress=False)
+    scores = evaluate(model_dir, test, progress=False)
     recalls = [r for r in scores["per_class_accuracy"].values() if r is not None]
     result = {"top1": scores["top1"], "macro_f1": scores["macro_f1"], "balanced_accuracy": float(np.mean(recalls)),
               "per_class_accuracy": scores["per_class_accuracy"], "finetune_seconds": round(seconds, 1),
