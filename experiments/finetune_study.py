@@ -49,6 +49,12 @@ CANDIDATES = {
                                 "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "head_init": "probe"},
     "lpft-lr0.003-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.003,
                                  "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "head_init": "probe"},
+    # BatchNorm statistics frozen at the pretrained ones: LP-FT's head then sees the probe's features
+    "lpft-frozenbn-lr0.01-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.01,
+                                         "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "head_init": "probe",
+                                         "batchnorm": "frozen"},
+    "frozenbn-lr0.04-crop0.35-96": {"image_size": 96, "epochs": 20, "batch_size": 64, "lr": 0.04,
+                                    "crop_scale": (0.35, 1.0), "eval_crop_pct": 1.0, "batchnorm": "frozen"},
 }
 
 

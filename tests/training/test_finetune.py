@@ -245,3 +245,31 @@ def test_a_balanced_loss_lifts_a_rare_class(data, tmp_path):
                          device=torch.device("cpu"), num_workers=0, progress=False)
         rare[weighting] = float(torch.softmax(torch.as_tensor(logits), 1)[test.labels == 2, 2].mean())
     assert rare["balanced"] > rare[None] + 0.05, rare
+
+
+def test_frozen_batchnorm_keeps_the_pretrained_statistics_and_still_trains_scale_and_shift(data, tmp_path):
+    """``batchnorm="frozen"``: every BatchNorm layer normalises with the starting running statistics
+    (never updated) while its affine parameters and the rest of the network train; the default
+    updates the statistics from the batches."""
+    import torch
+    from safetensors.torch import load_file
+
+    from active_finetuning.features.models import create_model
+
+    start = create_model(MODEL, weights=None, num_classes=3).state_dict()
+    trained = {}
+    for mode in ("train", "frozen"):
+        config = finetune(data["train"], data["labels"], model=MODEL, out=str(tmp_path / mode), progress=False,
+                          batchnorm=mode, **FAST)
+        assert config["recipe"]["batchnorm"] == mode
+        trained[mode] = load_file(tmp_path / mode / MODEL_FILE)
+    statistics = [k for k in start if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    scales = [k[: -len("running_mean")] + "weight" for k in statistics if k.endswith("running_mean")]
+    assert len(scales) > 5
+    assert all(torch.equal(trained["frozen"][k], start[k]) for k in statistics)
+    assert not all(torch.equal(trained["train"][k], start[k]) for k in statistics)
+    for mode in ("train", "frozen"):
+        assert not all(torch.equal(trained[mode][k], start[k]) for k in scales)
+        assert not torch.equal(trained[mode]["classifier.weight"], start["classifier.weight"])
+    with pytest.raises(InputError, match="batchnorm"):
+        Recipe(batchnorm="eval")

@@ -165,6 +165,19 @@ def _probe_head(network, manifest, rows, targets, num_classes: int, data: dict, 
             head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
 
 
+def training_mode(network, recipe: Recipe) -> None:
+    """``network.train()``, with its BatchNorm layers back in eval mode when the recipe freezes their
+    statistics (docs/methods.md §4): they then normalise with the pretrained running mean and variance,
+    as the frozen features a probe (or LP-FT's starting head) was fitted on, and never update them."""
+    import torch
+
+    network.train()
+    if recipe.batchnorm == "frozen":
+        for layer in network.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def finetune(manifest, labels, model: str, weights: str | None = None, out: str | None = None,
              recipe: Recipe | None = None, device: str | None = None, model_overrides: dict | None = None,
              run=None, on_epoch_end: Callable[[int, dict], None] | None = None, progress: bool = True,
@@ -256,7 +269,7 @@ def finetune(manifest, labels, model: str, weights: str | None = None, out: str 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=cuda,
                                          prefetch_factor=4 if workers else None)
     bar = progress_bar(loader, "finetune", progress, total=len(batches), unit="step")
-    network.train()
+    training_mode(network, recipe)
     started = last_checkpoint = time.perf_counter()
     for images, targets, _ in bar:
         scheduler.step_update(state.step)

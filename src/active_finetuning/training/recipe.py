@@ -42,6 +42,9 @@ class Recipe(Params):
     head_init: Literal["random", "probe"] = parameter(
         "random", help="the new classifier: random (the papers), or a linear probe fitted on the frozen "
                        "features of the labeled images first (LP-FT)")
+    batchnorm: Literal["train", "frozen"] = parameter(
+        "train", help="BatchNorm statistics: updated by the training batches (the papers), or frozen at the "
+                      "pretrained ones (layers kept in eval mode; their scale and shift still train)")
     head_init_std: float = parameter(0.01, Interval(float, 0),
                                      "random head: weights ~ N(0, std²), bias 0 (0: zeros)")
     image_size: int | None = parameter(None, Interval(int, 8), "input size; None: the model's data config")
