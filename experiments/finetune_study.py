@@ -194,6 +194,13 @@ def command_report(args) -> None:
         if metric == "finetune_top1" and args.plot:
             figure = accuracy_figure(table, title=f"CIFAR-10: Lite0 finetuned ({args.recipe})")
             figure.savefig(args.plot, dpi=120)
+    for probe, what in (("probe_same_size_top1", "96-px"), ("probe_224_top1", "224-px")):
+        margins = accuracy_table({"method": c["method"], "budget": c["budget"], "budget_count": c["budget"],
+                                  "accuracy": c["finetune_top1"] - c[probe]} for c in cells)
+        above = sum(c["finetune_top1"] > c[probe] for c in cells)
+        print(f"finetuned minus the {what} probe on the same labels, points (mean ± std over seeds); above "
+              f"it in {above} of {len(cells)} cells:\n")
+        print(markdown_table(margins).split("\n\n", 1)[1])
     print("| cell | select s | finetune s | evaluate s | steps | images/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for c in cells:
