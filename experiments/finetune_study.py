@@ -178,7 +178,8 @@ def command_cells(args) -> None:
 
 
 def load_cells(out: Path, recipe: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((out / "cells").glob(f"*-{recipe}.json"))]
+    found = (json.loads(p.read_text()) for p in sorted((out / "cells").glob(f"*-{recipe}.json")))
+    return [cell for cell in found if cell["recipe"] == recipe]  # the glob also matches longer recipe names
 
 
 def command_report(args) -> None:
