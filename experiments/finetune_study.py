@@ -186,22 +186,25 @@ def command_report(args) -> None:
     from active_finetuning.study.report import accuracy_figure, accuracy_table, markdown_table
 
     cells = load_cells(Path(args.out), args.recipe)
+
+    def table_of(value):
+        return accuracy_table({"method": c["method"], "budget": c["budget"], "budget_count": c["budget"],
+                               "accuracy": value(c)} for c in cells)
+
     for metric, what in (("finetune_top1", "finetuned"), ("probe_same_size_top1", "probe, same input size"),
                          ("probe_224_top1", "probe, 224-px fixture features")):
-        table = accuracy_table({"method": c["method"], "budget": c["budget"], "budget_count": c["budget"],
-                                "accuracy": c[metric]} for c in cells)
+        table = table_of(lambda c: c[metric])
         print(f"top-1 % on the 10,000 test images, {what}:\n")
         print(markdown_table(table) + "\n")
         if metric == "finetune_top1" and args.plot:
             figure = accuracy_figure(table, title=f"CIFAR-10: Lite0 finetuned ({args.recipe})")
             figure.savefig(args.plot, dpi=120)
-    for probe, what in (("probe_same_size_top1", "96-px"), ("probe_224_top1", "224-px")):
-        margins = accuracy_table({"method": c["method"], "budget": c["budget"], "budget_count": c["budget"],
-                                  "accuracy": c["finetune_top1"] - c[probe]} for c in cells)
+    for probe, what in (("probe_same_size_top1", "same-input-size"), ("probe_224_top1", "224-px")):
+        margins = table_of(lambda c: c["finetune_top1"] - c[probe])
         above = sum(c["finetune_top1"] > c[probe] for c in cells)
         print(f"finetuned minus the {what} probe on the same labels, points (mean ± std over seeds); above "
-              f"it in {above} of {len(cells)} cells:\n")
-        print(markdown_table(margins).split("\n\n", 1)[1])
+              f"it in {above} of {len(cells)} runs:\n")
+        print(markdown_table(margins).split("\n\n", 1)[1])  # without its caption, which names accuracy
     print("| cell | select s | finetune s | evaluate s | steps | images/s |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for c in cells:
