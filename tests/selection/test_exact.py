@@ -1,11 +1,12 @@
-"""Exact products and sums: sampled dot products, correctly rounded float32 products with any thread count, exact matmul precision."""
+"""Exact products and sums: sampled dot products, correctly rounded float32 products with any thread
+count, float64 products independent of the summation order, exact matmul precision."""
 
 
 import numpy as np
 import pytest
 import torch
 
-from active_finetuning.selection.exact import exact_matmul, sampled_products
+from active_finetuning.selection.exact import exact_matmul, sampled_products, sliced_products
 from active_finetuning.selection.similarity import (
     nearest_by_similarity,
 )
@@ -66,6 +67,50 @@ def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
     for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
         exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a[i], b[j]))
         assert float(got[i, j]) == _nearest_float32(exact)
+
+
+def _float64_operands(rows, inner, seed):
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(rows, inner, dtype=torch.float64, generator=generator)
+    values *= torch.logspace(-30, 0, inner, dtype=torch.float64)[torch.randperm(inner, generator=generator)]
+    values[0] = 0.0  # a zero row
+    values[1] *= 1e-100  # rows of any scale (their products within float64's range)
+    values[2] *= 1e100
+    return values
+
+
+@pytest.mark.parametrize("inner", [1, 7, 500, 1280, 5000])
+@pytest.mark.parametrize("kind", ["mixed", "positive"])
+def test_float64_products_are_the_same_bits_in_any_summation_order(inner, kind):
+    # A BLAS sums in an order of its choosing (it changes with the thread count on some builds).
+    # "positive": every entry near its row's largest, so slice products sum to near 2⁵³ (one more
+    # bit per slice and the sums round).
+    if kind == "mixed":
+        left, right = _float64_operands(40, inner, 1), _float64_operands(30, inner, 2)
+    else:
+        generator = torch.Generator().manual_seed(1)
+        left, right = (0.5 + torch.rand(rows, inner, dtype=torch.float64, generator=generator) / 2 for rows in (40, 30))
+    order = torch.randperm(inner, generator=torch.Generator().manual_seed(3))
+    got = sliced_products(left, right)
+    assert torch.equal(got, sliced_products(left[:, order], right[:, order]))
+    assert torch.equal(got[:17], sliced_products(left[:17], right))  # blocks of rows: the same bits
+    if inner >= 500:  # the plain GEMM, for contrast, does depend on the order
+        assert not torch.equal(left @ right.T, left[:, order] @ right[:, order].T)
+
+
+@pytest.mark.parametrize("inner", [48, 1280])
+def test_float64_products_are_within_their_bound_of_the_exact_value(inner):
+    from fractions import Fraction
+
+    left, right = _float64_operands(12, inner, 4), _float64_operands(9, inner, 5)
+    got = sliced_products(left, right)
+    for i in range(3, 12):  # rows 0–2: zero and extreme scales (checked for order above)
+        for j in range(3, 9):
+            exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(left[i].tolist(), right[j].tolist()))
+            scale = float(left[i].abs().max() * right[j].abs().max())
+            bound = 2.0**-50 * abs(float(exact)) + inner * 2.0**-60 * scale
+            assert abs(Fraction(float(got[i, j])) - exact) <= Fraction(bound)
+    assert torch.equal(sliced_products(left[:1], right), torch.zeros(1, 9, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("tail, expected", [(2.0**-80, 1 + 2.0**-23), (-(2.0**-80), 1.0), (0.0, 1.0)])

@@ -151,8 +151,10 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor, wide_left: torch.T
     (a float32 GEMM's rounding depends on them; on AVX2 builds of MKL it changes with the number of
     threads). Computed as a float64 GEMM, whose error bound decides the rounding of nearly every
     element; the few within that bound of a float32 rounding boundary are summed exactly. Float64
-    inputs get the float64 GEMM as it is (not the same bits with every BLAS and thread count).
+    inputs get ``sliced_products``: the same bits in any summation order, as accurate as a float64 GEMM.
     ``wide_left``/``wide_right``: the inputs already converted to float64, if the caller has them."""
+    if left.dtype == torch.float64 and right.dtype == torch.float64:
+        return sliced_products(left, right)
     if left.dtype != torch.float32 or right.dtype != torch.float32:
         with exact_matmul():
             return left @ right.T
@@ -200,3 +202,46 @@ def _correctly_rounded_float32(terms: np.ndarray) -> float:
             if side != 0:
                 return float(max(single, neighbour) if side > 0 else min(single, neighbour))
     return float(single)
+
+
+# Slices per float64 operand in ``sliced_products``: 3 × 21 bits reach below float64's own resolution.
+SLICES = 3
+
+
+def sliced_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left @ right.T`` for float64 inputs, the same bits whatever the BLAS, its kernel or thread
+    count (a float64 GEMM's last bits change with the thread count on some MKL builds).
+
+    Each operand is cut into slices of few significant bits per row (``_slices``), so that every
+    product of two slices, summed over the inner dimension, is exact in float64 in any order; the
+    six leading slice products are then added in a fixed order (Ozaki's error-free splitting;
+    docs/selection.md, "The same bits with any number of threads"). The error is the rounding of
+    those five additions plus at most ``k·2⁻⁶⁰`` times the two rows' largest entries (``k`` the inner
+    size); a float64 GEMM's bound is ``k·2⁻⁵³`` times the two rows' norms."""
+    inner = left.shape[1]
+    a, b = _slices(left, inner), _slices(right, inner)
+    with exact_matmul():
+        terms = [[a[s] @ b[t].T for t in range(SLICES - s)] for s in range(SLICES)]
+    # Smallest terms first: the slices of order 2, then 1, then the leading product.
+    tail = terms[0][2] + terms[1][1] + terms[2][0]
+    return tail + (terms[0][1] + terms[1][0]) + terms[0][0]
+
+
+def _slices(values: torch.Tensor, inner: int) -> list[torch.Tensor]:
+    """``values`` (float64 rows) as ``SLICES`` tensors whose sum is within ``2^(e−3p−1)`` of it, where
+    ``2^e`` bounds each row's largest entry: slice ``s`` holds integers of at most ``p`` bits times
+    ``2^(e−p(s+1))``, ``p = ⌊(53 − ⌈log2 inner⌉)/2⌋``, so that ``inner`` products of two such
+    integers sum to at most 2⁵³ and every partial sum is exact. Rounding to the nearest multiple
+    leaves a remainder that is itself exact (it has fewer significant bits than the value)."""
+    bits = (53 - math.ceil(math.log2(max(inner, 2)))) // 2
+    top = values.abs().amax(dim=1, keepdim=True) if values.shape[1] else values.new_zeros((len(values), 1))
+    exponent = torch.frexp(top).exponent.clamp(-900, 900)  # top < 2^e (rows beyond 2^±900 lose exactness)
+    slices, rest = [], values.clone()
+    for s in range(SLICES):
+        # (x + σ) − σ rounds x to the nearest multiple of ulp(σ) = 2^(e−p(s+1)), |x| being far below σ.
+        sigma = torch.ldexp(torch.full_like(top, 0.75), 53 + exponent - bits * (s + 1))
+        piece = (rest + sigma).sub_(sigma)
+        slices.append(piece)
+        if s + 1 < SLICES:
+            rest.sub_(piece)
+    return slices
