@@ -94,6 +94,7 @@ def test_float64_products_are_the_same_bits_in_any_summation_order(inner, kind):
     got = sliced_products(left, right)
     assert torch.equal(got, sliced_products(left[:, order], right[:, order]))
     assert torch.equal(got[:17], sliced_products(left[:17], right))  # blocks of rows: the same bits
+    assert torch.equal(sliced_products(left, left), sliced_products(left, left.clone()))  # the Gram shortcut
     if inner >= 500:  # the plain GEMM, for contrast, does depend on the order
         assert not torch.equal(left @ right.T, left[:, order] @ right[:, order].T)
 

@@ -219,9 +219,13 @@ def sliced_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     those five additions plus at most ``k·2⁻⁶⁰`` times the two rows' largest entries (``k`` the inner
     size); a float64 GEMM's bound is ``k·2⁻⁵³`` times the two rows' norms."""
     inner = left.shape[1]
-    a, b = _slices(left, inner), _slices(right, inner)
+    gram = left.data_ptr() == right.data_ptr() and left.shape == right.shape and left.stride() == right.stride()
+    a = _slices(left, inner)
+    b = a if gram else _slices(right, inner)
     with exact_matmul():
-        terms = [[a[s] @ b[t].T for t in range(SLICES - s)] for s in range(SLICES)]
+        terms = [[None if gram and t < s else a[s] @ b[t].T for t in range(SLICES - s)] for s in range(SLICES)]
+    if gram:  # a Gram matrix: exact products, so the transposed ones are the same bits
+        terms[1][0], terms[2][0] = terms[0][1].T, terms[0][2].T
     # Smallest terms first: the slices of order 2, then 1, then the leading product.
     tail = terms[0][2] + terms[1][1] + terms[2][0]
     return tail + (terms[0][1] + terms[1][0]) + terms[0][0]
