@@ -1,6 +1,7 @@
 """Exact products and sums: sampled dot products, correctly rounded float32 products with any thread
 count, float64 products independent of the summation order, exact matmul precision."""
 
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -36,9 +37,13 @@ def test_sampled_products_do_not_depend_on_the_other_pairs_asked(threads):
     assert torch.equal(everything[rows], first) and torch.equal(everything[rows], gathered)
 
 
+def _exact_dot(x, y) -> Fraction:
+    """The exact dot product of two float sequences, in rational arithmetic."""
+    return sum(Fraction(float(a)) * Fraction(float(b)) for a, b in zip(x, y))
+
+
 def _nearest_float32(value) -> float:
     """Independent correct rounding of an exact Fraction to float32 (ties to even)."""
-    from fractions import Fraction
 
     guess = np.float32(float(value))
     options = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
@@ -50,8 +55,6 @@ def _nearest_float32(value) -> float:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
-    from fractions import Fraction
-
     from active_finetuning.selection.exact import rounded_products
 
     generator = torch.Generator().manual_seed(6)
@@ -65,8 +68,7 @@ def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
         torch.set_num_threads(previous)
     a, b = left.double().numpy(), right.double().numpy()
     for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
-        exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a[i], b[j]))
-        assert float(got[i, j]) == _nearest_float32(exact)
+        assert float(got[i, j]) == _nearest_float32(_exact_dot(a[i], b[j]))
 
 
 def _float64_operands(rows, inner, seed):
@@ -101,13 +103,11 @@ def test_float64_products_are_the_same_bits_in_any_summation_order(inner, kind):
 
 @pytest.mark.parametrize("inner", [48, 1280])
 def test_float64_products_are_within_their_bound_of_the_exact_value(inner):
-    from fractions import Fraction
-
     left, right = _float64_operands(12, inner, 4), _float64_operands(9, inner, 5)
     got = sliced_products(left, right)
     for i in range(3, 12):  # rows 0–2: zero and extreme scales (checked for order above)
         for j in range(3, 9):
-            exact = sum(Fraction(float(x)) * Fraction(float(y)) for x, y in zip(left[i].tolist(), right[j].tolist()))
+            exact = _exact_dot(left[i].tolist(), right[j].tolist())
             scale = float(left[i].abs().max() * right[j].abs().max())
             bound = 2.0**-50 * abs(float(exact)) + inner * 2.0**-60 * scale
             assert abs(Fraction(float(got[i, j])) - exact) <= Fraction(bound)

@@ -222,13 +222,15 @@ def sliced_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     gram = left.data_ptr() == right.data_ptr() and left.shape == right.shape and left.stride() == right.stride()
     a = _slices(left, inner)
     b = a if gram else _slices(right, inner)
+    terms = {}
     with exact_matmul():
-        terms = [[None if gram and t < s else a[s] @ b[t].T for t in range(SLICES - s)] for s in range(SLICES)]
-    if gram:  # a Gram matrix: exact products, so the transposed ones are the same bits
-        terms[1][0], terms[2][0] = terms[0][1].T, terms[0][2].T
+        for s in range(SLICES):
+            for t in range(SLICES - s):
+                # A Gram matrix's products are exact, so a transposed one is the same bits.
+                terms[s, t] = terms[t, s].T if gram and t < s else a[s] @ b[t].T
     # Smallest terms first: the slices of order 2, then 1, then the leading product.
-    tail = terms[0][2] + terms[1][1] + terms[2][0]
-    return tail + (terms[0][1] + terms[1][0]) + terms[0][0]
+    tail = terms[0, 2] + terms[1, 1] + terms[2, 0]
+    return tail + (terms[0, 1] + terms[1, 0]) + terms[0, 0]
 
 
 def _slices(values: torch.Tensor, inner: int) -> list[torch.Tensor]:
