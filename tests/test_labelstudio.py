@@ -3,6 +3,7 @@ config, the selection's tasks pushed (twice: the second push adds nothing), anno
 as an annotator would, pulled back and imported as labels."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -89,8 +90,10 @@ def test_a_wrong_key_or_project_is_a_clear_error_that_never_shows_the_key(label_
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(InputError, match=f"set {KEY_ENV}"):
         LabelStudio(url)
-    with pytest.raises(InputError, match="cannot reach Label Studio at http://127.0.0.1:9"):
-        LabelStudio("http://127.0.0.1:9", api_key="x" * 20).export(1)
+    started = time.monotonic()
+    with pytest.raises(InputError, match="cannot reach Label Studio at http://127.0.0.1:9 after 3 s of retries"):
+        LabelStudio("http://127.0.0.1:9", api_key="x" * 20, retry_timeout=3).export(1)
+    assert time.monotonic() - started < 30  # retried for about retry_timeout, not the default minute
 
 
 def test_a_push_that_cannot_happen_fails_before_any_file_is_written(pool, monkeypatch, capsys):

@@ -21,13 +21,21 @@ from .errors import InputError
 URL_ENV = "LABEL_STUDIO_URL"
 KEY_ENV = "LABEL_STUDIO_API_KEY"
 TIMEOUT = 60.0
+# How long an unreachable server (or one answering 5xx) is retried before giving up, in seconds.
+RETRY_TIMEOUT = 60.0
 
 
 class LabelStudio:
-    """One Label Studio server, authenticated with the key in ``LABEL_STUDIO_API_KEY``."""
+    """One Label Studio server, authenticated with the key in ``LABEL_STUDIO_API_KEY``.
 
-    def __init__(self, url: str | None = None, api_key: str | None = None):
+    A server that cannot be reached, or answers with a server error, is retried with exponential
+    backoff for ``retry_timeout`` seconds (a restart of the server during a nightly run is survived);
+    a refused key or a missing project is an error at once."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, retry_timeout: float = RETRY_TIMEOUT):
         import requests
+
+        self.retry_timeout = float(retry_timeout)
 
         self.url = (url or os.environ.get(URL_ENV, "")).rstrip("/")
         if not self.url:
@@ -57,12 +65,12 @@ class LabelStudio:
 
         policy = retry.Retry(predicate=retry.if_exception_type(ConnectionError, requests.ConnectionError,
                                                                requests.Timeout),
-                             initial=1.0, maximum=10.0, timeout=60.0)
+                             initial=1.0, maximum=10.0, timeout=self.retry_timeout)
         try:
             response = policy(send)()
         except Exception as err:  # the retries ran out: the server is down or unreachable
-            raise InputError(f"cannot reach Label Studio at {self.url} ({type(err).__name__}: {err}); check the URL "
-                             "and that the server is up") from None
+            raise InputError(f"cannot reach Label Studio at {self.url} after {self.retry_timeout:g} s of retries "
+                             f"({type(err).__name__}: {err}); check the URL and that the server is up") from None
         if response.status_code in (401, 403):
             what = "the API key" if authenticated else "the personal access token"
             raise InputError(f"Label Studio at {self.url} refused {what} (HTTP {response.status_code} on {path}); "
