@@ -61,13 +61,19 @@ def machine() -> dict:
             "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of an ActiveFT run that the benchmarks share: the pool, B, iterations, threads, seed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--features", default=str(DEFAULT_FEATURES), help="features artifact (Parquet)")
     parser.add_argument("--budget", type=int, default=500)
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main() -> None:
+    parser = run_parser(__doc__)
     parser.add_argument("--precision", choices=["float32", "float64"], default="float32",
                         help="ours with this precision parameter against the reference in this dtype")
     parser.add_argument("--gemm-repeats", type=int, default=5, help="timed GEMMs per rate (median)")
