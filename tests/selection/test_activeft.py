@@ -95,6 +95,17 @@ def test_float64_gradient_matches_float64_autograd(loss_form):
     assert loss == pytest.approx(expected_loss, rel=1e-12)
 
 
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_gram_chunks_give_the_same_gradient_bits_as_one_block(precision):
+    # Every product is correctly rounded (float32) or error-free sliced (float64, the centroids sliced
+    # once for all chunks): the chunk size cannot change a bit of the official loss's gradient.
+    features = unit(gaussian_mixture(500, 12, 5, seed=2)[0]).to(getattr(torch, precision))
+    centroids = features[:30].clone()
+    whole = _centroid_gradient(features, centroids, None, ActiveFTParams(precision=precision))
+    chunked = _centroid_gradient(features, centroids, None, ActiveFTParams(precision=precision, chunk_size=7))
+    assert torch.equal(whole[0], chunked[0]) and whole[1] == chunked[1]
+
+
 @pytest.mark.parametrize("option", [
     {"pool_batch": 500}, {"renormalize": "project"}, {"scheduler": "cosine", "lr": 0.01},
     {"pool_batch": 700, "renormalize": "project", "scheduler": "cosine"},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from active_finetuning.selection.exact import exact_matmul, sampled_products, sliced_products
+from active_finetuning.selection.exact import Sliced, exact_matmul, sampled_products, sliced_products
 from active_finetuning.selection.similarity import (
     nearest_by_similarity,
 )
@@ -97,6 +97,11 @@ def test_float64_products_are_the_same_bits_in_any_summation_order(inner, kind):
     assert torch.equal(got, sliced_products(left[:, order], right[:, order]))
     assert torch.equal(got[:17], sliced_products(left[:17], right))  # blocks of rows: the same bits
     assert torch.equal(sliced_products(left, left), sliced_products(left, left.clone()))  # the Gram shortcut
+    # A right operand sliced once (``Sliced``) gives the same bits, for a Gram matrix and its row chunks too.
+    assert torch.equal(sliced_products(left[:17], Sliced(right)), got[:17])
+    gram = sliced_products(left, left)
+    assert torch.equal(sliced_products(left, Sliced(left)), gram)
+    assert torch.equal(sliced_products(left[5:17], Sliced(left)), gram[5:17])
     if inner >= 500:  # the plain GEMM, for contrast, does depend on the order
         assert not torch.equal(left @ right.T, left[:, order] @ right[:, order].T)
 

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
-from .exact import rounded_products, sparse_rows
+from .exact import reusable_operand, rounded_products, sparse_rows
 from ..params import Interval, Params, parameter
 from .registry import Picks, register_selector
 from .screen import fastest_scorer, make_scorer
@@ -279,6 +279,8 @@ class _Logits:
     def __init__(self, centroids, tau, chunk):
         self.centroids, self.tau, self.chunk = centroids, tau, chunk
         self.wide = centroids.double()  # float64 copy for the correctly rounded products (B × d)
+        # Right operands of every chunk's products (float64 ones sliced once, not once per chunk).
+        self.right, self.pull_right = reusable_operand(centroids), reusable_operand(centroids.T)
         b = centroids.shape[0]
         self.kept = [] if b * b <= BLOCK_ELEMENTS else None
 
@@ -287,7 +289,7 @@ class _Logits:
             yield from self.kept
             return
         for rows in _column_chunks(self.centroids.shape[0], self.chunk):
-            logits = rounded_products(self.centroids[rows], self.centroids, self.wide[rows], self.wide) / self.tau
+            logits = rounded_products(self.centroids[rows], self.right, self.wide[rows], self.wide) / self.tau
             if self.kept is not None:
                 self.kept.append((rows, logits))
             yield rows, logits
@@ -312,7 +314,7 @@ def _repulsion_gradient(logits: _Logits, per_center):
     grad = torch.zeros_like(centroids)
     for rows, block in logits:
         weights = torch.softmax(block, dim=1)  # (chunk, B)
-        pulled = rounded_products(weights, centroids.T, wide_right=logits.wide.T)
+        pulled = rounded_products(weights, logits.pull_right, wide_right=logits.wide.T)
         grad[rows] = pulled * (per_center[rows, None] / logits.tau)
     return grad
 
@@ -322,11 +324,12 @@ def _paper_repulsion(centroids, tau, chunk):
     b = centroids.shape[0]
     grad = torch.zeros_like(centroids)
     total = 0.0
+    right, pull_right = reusable_operand(centroids), reusable_operand(centroids.T)
     for rows in _column_chunks(b, chunk):
-        logits = rounded_products(centroids[rows], centroids) / tau
+        logits = rounded_products(centroids[rows], right) / tau
         logits[torch.arange(logits.shape[0]), torch.arange(rows.start, rows.stop)] = float("-inf")
         total += float(torch.logsumexp(logits, dim=1).sum())
         weights = torch.softmax(logits, dim=1)  # Q_jl for j in rows
-        grad[rows] += rounded_products(weights, centroids.T) / tau
+        grad[rows] += rounded_products(weights, pull_right) / tau
         grad += rounded_products(weights.T, centroids[rows].T) / tau
     return grad, total

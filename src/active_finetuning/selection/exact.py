@@ -144,7 +144,7 @@ def _split(values: np.ndarray):
     return high, values - high
 
 
-def rounded_products(left: torch.Tensor, right: torch.Tensor, wide_left: torch.Tensor | None = None,
+def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left: torch.Tensor | None = None,
                      wide_right: torch.Tensor | None = None) -> torch.Tensor:
     """``left @ right.T`` whose every element is the correctly rounded float32 value of the exact dot
     product, for float32 inputs: the same bits with any BLAS kernel, block shape or thread count
@@ -152,8 +152,9 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor, wide_left: torch.T
     threads). Computed as a float64 GEMM, whose error bound decides the rounding of nearly every
     element; the few within that bound of a float32 rounding boundary are summed exactly. Float64
     inputs get ``sliced_products``: the same bits in any summation order, as accurate as a float64 GEMM.
-    ``wide_left``/``wide_right``: the inputs already converted to float64, if the caller has them."""
-    if left.dtype == torch.float64 and right.dtype == torch.float64:
+    ``wide_left``/``wide_right``: the inputs already converted to float64, if the caller has them;
+    ``right`` may come from ``reusable_operand`` (for many products with the same right operand)."""
+    if isinstance(right, Sliced) or (left.dtype == torch.float64 and right.dtype == torch.float64):
         return sliced_products(left, right)
     if left.dtype != torch.float32 or right.dtype != torch.float32:
         with exact_matmul():
@@ -208,7 +209,21 @@ def _correctly_rounded_float32(terms: np.ndarray) -> float:
 SLICES = 3
 
 
-def sliced_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+class Sliced:
+    """A float64 right operand of ``sliced_products`` cut into its slices once, for many products
+    with it (the row chunks of a large Gram matrix): the same bits as passing the tensor each time."""
+
+    def __init__(self, values: torch.Tensor):
+        self.values = values
+        self.parts = _slices(values, values.shape[1])
+
+
+def reusable_operand(values: torch.Tensor) -> torch.Tensor | Sliced:
+    """``values`` prepared as the right operand of many ``rounded_products``: float64 ones sliced once."""
+    return Sliced(values) if values.dtype == torch.float64 else values
+
+
+def sliced_products(left: torch.Tensor, right: torch.Tensor | Sliced) -> torch.Tensor:
     """``left @ right.T`` for float64 inputs, the same bits whatever the BLAS, its kernel or thread
     count (a float64 GEMM's last bits change with the thread count on some MKL builds).
 
@@ -219,9 +234,14 @@ def sliced_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     those five additions plus at most ``k·2⁻⁶⁰`` times the two rows' largest entries (``k`` the inner
     size); a float64 GEMM's bound is ``k·2⁻⁵³`` times the two rows' norms."""
     inner = left.shape[1]
-    gram = left.data_ptr() == right.data_ptr() and left.shape == right.shape and left.stride() == right.stride()
-    a = _slices(left, inner)
-    b = a if gram else _slices(right, inner)
+    values = right.values if isinstance(right, Sliced) else right
+    gram = left.data_ptr() == values.data_ptr() and left.shape == values.shape and left.stride() == values.stride()
+    if isinstance(right, Sliced):
+        b = right.parts
+        a = b if gram else _slices(left, inner)
+    else:
+        a = _slices(left, inner)
+        b = a if gram else _slices(right, inner)
     terms = {}
     with exact_matmul():
         for s in range(SLICES):
