@@ -36,7 +36,6 @@ class LabelStudio:
         import requests
 
         self.retry_timeout = float(retry_timeout)
-
         self.url = (url or os.environ.get(URL_ENV, "")).rstrip("/")
         if not self.url:
             raise InputError(f"no Label Studio URL: pass --label-studio-url (label_studio_url) or set {URL_ENV}")
