@@ -58,10 +58,25 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def parquet_options(schema: pa.Schema) -> dict:
+    """How every artifact is written: zstd, no statistics (deterministic bytes), and a dictionary
+    only for columns that are not floating point. A dictionary of float16 features (at most 65,536
+    values, so it never falls back to plain) makes them 1.7 times slower to read: 1.6 s against 1.0 s
+    for 50,000 × 1,280 features, in a file 10% larger (``benchmarks/artifact_io.py``)."""
+    return {"compression": "zstd", "write_statistics": False,
+            "use_dictionary": [f.name for f in schema if not _holds_floats(f.type)]}
+
+
+def _holds_floats(kind: pa.DataType) -> bool:
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return pa.types.is_floating(kind)
+
+
 def write_table(table: pa.Table, uri: str) -> None:
     """Write a Parquet table atomically (temporary name, then rename) with deterministic bytes."""
     with storage.atomic_output(uri) as tmp:
-        pq.write_table(table, tmp, compression="zstd", write_statistics=False)
+        pq.write_table(table, tmp, **parquet_options(table.schema))
 
 
 def read_table(uri: str, what: str) -> pa.Table:

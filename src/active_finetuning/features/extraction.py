@@ -29,6 +29,7 @@ from ..data.artifacts import (
     FeatureTable,
     features_from_table,
     metadata_of,
+    parquet_options,
 )
 from ..data.images import ManifestImages
 from ..data.preprocessing import preprocessing_for
@@ -388,7 +389,7 @@ class _FeatureWriter:
                             np.concatenate(self._pending_digests))
         if self._writer is None:
             table = table.replace_schema_metadata(self._schema_metadata())
-            self._writer = pq.ParquetWriter(self._tmp, table.schema, compression="zstd", write_statistics=False)
+            self._writer = pq.ParquetWriter(self._tmp, table.schema, **parquet_options(table.schema))
         self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata),
                                  row_group_size=self.rows_per_group)
         self._pending_rows, self._pending_values, self._pending_digests, self._pending = [], [], [], 0
@@ -467,7 +468,7 @@ def merge_features(shard_uris: list[str], out_uri: str) -> dict[str, Any]:
     out_schema = schema.with_metadata({METADATA_KEY: json.dumps(merged, sort_keys=True, separators=(",", ":")).encode()})
     rows = 0
     with storage.atomic_output(out_uri) as tmp:
-        with pq.ParquetWriter(tmp, out_schema, compression="zstd", write_statistics=False) as writer:
+        with pq.ParquetWriter(tmp, out_schema, **parquet_options(out_schema)) as writer:
             for i in order:
                 uri, file = files[i]
                 for group in range(file.num_row_groups):
