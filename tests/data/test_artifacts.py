@@ -25,7 +25,7 @@ def test_features_round_trip_keeps_ids_values_labels_and_metadata(tmp_path, mixt
     np.testing.assert_array_equal(back.labels, labels)
     assert back.metadata == {"model": "m"}
     assert back.identity() == table.identity()
-    # Feature values are stored plain (a float16 dictionary slows reading 1.7×); labels keep their dictionary.
+    # Feature values are stored plain (a float16 dictionary makes reading them twice as slow); labels keep their dictionary.
     encodings = {column.path_in_schema: column.encodings
                  for column in (pq.ParquetFile(tmp_path / "f.parquet").metadata.row_group(0).column(i) for i in range(3))}
     assert "RLE_DICTIONARY" not in encodings["feature.list.element"]
@@ -98,3 +98,17 @@ def test_ids_are_compared_exactly_and_reported_as_plain_strings(tmp_path):
     assert "np.str_" not in str(caught.value)
     with pytest.raises(InputError, match="row 1 holds a null"):
         check_unique_ids(np.asarray(["x", None], dtype=object))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_row_checks_on_the_bits_agree_with_numpy(dtype):
+    from active_finetuning.data.artifacts import _finite_and_nonzero_rows
+
+    specials = np.array([0.0, -0.0, np.nan, -np.nan, np.inf, -np.inf, 1.0, -2.5, np.finfo(dtype).tiny,
+                         np.finfo(dtype).smallest_subnormal, np.finfo(dtype).max], dtype=dtype)
+    rows = np.random.default_rng(0).choice(specials, size=(400, 3))
+    rows[:4] = [[0.0, -0.0, 0.0], [-0.0, -0.0, -0.0], [np.finfo(dtype).smallest_subnormal, 0, 0], [np.nan, 0, 0]]
+    finite, nonzero = _finite_and_nonzero_rows(rows)
+    np.testing.assert_array_equal(finite, np.isfinite(rows).all(axis=1))
+    np.testing.assert_array_equal(nonzero, np.any(rows != 0, axis=1))
+    np.testing.assert_array_equal(_finite_and_nonzero_rows(rows[:, ::2])[1], np.any(rows[:, ::2] != 0, axis=1))

