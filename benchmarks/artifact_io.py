@@ -12,19 +12,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.activeft_speed import DEFAULT_FEATURES
+from benchmarks.activeft_speed import DEFAULT_FEATURES, timed
 
 
 def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(timed(fn)[1] for _ in range(repeats))
 
 
 def main(argv: list[str] | None = None) -> None:
