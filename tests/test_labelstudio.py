@@ -94,6 +94,9 @@ def test_a_wrong_key_or_project_is_a_clear_error_that_never_shows_the_key(label_
     with pytest.raises(InputError, match="cannot reach Label Studio at http://127.0.0.1:9 after 3 s of retries"):
         LabelStudio("http://127.0.0.1:9", api_key="x" * 20, retry_timeout=3).export(1)
     assert time.monotonic() - started < 30  # retried for about retry_timeout, not the default minute
+    for bad in (-1, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="retry_timeout must be a finite number of seconds >= 0"):
+            LabelStudio("http://127.0.0.1:9", api_key="x" * 20, retry_timeout=bad)
 
 
 def test_a_push_that_cannot_happen_fails_before_any_file_is_written(pool, monkeypatch, capsys):

@@ -13,6 +13,7 @@ for a short-lived access token) and a legacy token.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -36,6 +37,8 @@ class LabelStudio:
         import requests
 
         self.retry_timeout = float(retry_timeout)
+        if not math.isfinite(self.retry_timeout) or self.retry_timeout < 0:
+            raise InputError(f"retry_timeout must be a finite number of seconds >= 0, got {retry_timeout!r}")
         self.url = (url or os.environ.get(URL_ENV, "")).rstrip("/")
         if not self.url:
             raise InputError(f"no Label Studio URL: pass --label-studio-url (label_studio_url) or set {URL_ENV}")
