@@ -44,7 +44,6 @@ def _exact_dot(x, y) -> Fraction:
 
 def _nearest_float32(value) -> float:
     """Independent correct rounding of an exact Fraction to float32 (ties to even)."""
-
     guess = np.float32(float(value))
     options = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
     distance = [abs(Fraction(float(o)) - value) for o in options]
