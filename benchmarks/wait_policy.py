@@ -1,8 +1,12 @@
 """Thread defaults under load: ``select --method activeft`` with OpenMP's waiting unset (libgomp's
-default), active and passive, on a quiet machine and beside busy processes (one per CPU), each a
-fresh process, medians of repeats.
+default), active, passive, or passive after a bounded spin, on a quiet machine and beside busy
+processes (one per CPU), each a fresh process, medians of repeats.
 
     python -m benchmarks.wait_policy --count 5000 --budget 100 --repeats 2
+    python -m benchmarks.wait_policy --policies ACTIVE PASSIVE spin:10000 spin:50000
+
+A policy ``spin:N`` is ``OMP_WAIT_POLICY=PASSIVE`` with ``GOMP_SPINCOUNT=N``: libgomp's threads
+spin ``N`` times (about 100,000 per millisecond, by libgomp's own estimate) before they sleep.
 """
 
 from __future__ import annotations
@@ -19,15 +23,23 @@ import time
 from experiments.common import DATA
 
 
-def timed_select(features: str, budget: int, policy: str, folder: str) -> float:
-    """Wall time of one ``select`` process; policy ``unset`` leaves the variable out (libgomp's own
-    default: spin a while, then sleep), which the CLI no longer does unless the user sets it."""
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+def policy_environment(policy: str) -> dict:
+    """The environment of a policy: ``unset`` leaves the wait policy out (libgomp's own default:
+    spin about 3 ms, then sleep), ``spin:N`` sleeps after ``N`` spins, others name the policy."""
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
     if policy == "unset":
-        env["OMP_WAIT_POLICY"] = ""  # an empty value: libgomp ignores it, and the CLI keeps it
+        return {**env, "OMP_WAIT_POLICY": ""}  # an empty value: libgomp ignores it, and the CLI keeps it
+    if policy.startswith("spin:"):
+        return {**env, "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": str(int(policy[5:]))}
+    return {**env, "OMP_WAIT_POLICY": policy}
+
+
+def timed_select(features: str, budget: int, policy: str, folder: str) -> float:
+    """Wall time of one ``select`` process under ``policy`` (``policy_environment``)."""
+    env = policy_environment(policy)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "active_finetuning.cli", "select", "--features", features, "--budget",
-                    str(budget), "--method", "activeft", "--out", f"{folder}/s-{policy}.parquet", "--no-progress"],
+                    str(budget), "--method", "activeft", "--out", f"{folder}/selection.parquet", "--no-progress"],
                    check=True, env=env, capture_output=True)
     return time.perf_counter() - start
 
@@ -38,6 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--policies", nargs="+", default=["unset", "ACTIVE", "PASSIVE"],
+                        help="unset, ACTIVE, PASSIVE or spin:N (PASSIVE after N spins)")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -56,10 +70,11 @@ def main(argv=None) -> int:
             hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(available_cpus())] \
                 if load == "busy" else []
             try:
-                for policy in ("unset", "ACTIVE", "PASSIVE"):
-                    times = [timed_select(features, args.budget, policy, folder) for _ in range(args.repeats)]
-                    report["seconds"][f"{load}/{policy}"] = [round(t, 2) for t in times]
-                    print(load, policy, times, file=sys.stderr, flush=True)
+                for _ in range(args.repeats):  # policies interleaved: a drifting load hits them alike
+                    for policy in args.policies:
+                        seconds = timed_select(features, args.budget, policy, folder)
+                        report["seconds"].setdefault(f"{load}/{policy}", []).append(round(seconds, 2))
+                        print(load, policy, round(seconds, 2), file=sys.stderr, flush=True)
             finally:
                 for hog in hogs:
                     hog.kill()

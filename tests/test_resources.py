@@ -35,3 +35,29 @@ def test_a_quota_caps_the_cpus_and_the_defaults_follow(monkeypatch):
     assert resources.default_loader_workers("cpu") == 2
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert resources.available_cpus() == 1 and resources.default_loader_workers("cuda") == 0
+
+
+def test_openmp_waiting_defaults_only_where_the_user_chose_nothing():
+    chosen = {}
+    resources.default_openmp_waiting(chosen)
+    assert chosen == resources.OPENMP_WAITING and chosen["OMP_WAIT_POLICY"] == "PASSIVE"
+    for user in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": ""}, {"GOMP_SPINCOUNT": "0"}):
+        environ = dict(user)
+        resources.default_openmp_waiting(environ)
+        assert environ == user  # a spin count of ours would override the user's ACTIVE
+
+
+def test_the_command_line_sets_openmp_waiting_before_torch_loads():
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys, os, active_finetuning.cli.main; "
+             "print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+    environ = {k: v for k, v in os.environ.items() if k not in resources.OPENMP_WAITING}
+    ours = subprocess.run([sys.executable, "-c", probe], env=environ, capture_output=True, text=True, check=True)
+    expected = resources.OPENMP_WAITING
+    assert ours.stdout.split() == ["False", expected["OMP_WAIT_POLICY"], expected["GOMP_SPINCOUNT"]]
+    theirs = subprocess.run([sys.executable, "-c", probe], env={**environ, "OMP_WAIT_POLICY": "ACTIVE"},
+                            capture_output=True, text=True, check=True)
+    assert theirs.stdout.split() == ["False", "ACTIVE", "None"]

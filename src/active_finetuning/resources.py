@@ -4,6 +4,9 @@
 to 2 CPUs on a 64-core node still sees 64, and 64 busy-waiting OpenMP threads sharing 2 CPUs' worth
 of quota run many times slower than 2. The limit is the smaller of the CPU affinity mask and the
 cgroup's CPU quota (v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), rounded up.
+
+How idle OpenMP threads wait is set by environment variables read once, when torch's OpenMP runtime
+loads: the command line and the image set ``OPENMP_WAITING`` (``default_openmp_waiting``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,13 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+# Idle OpenMP threads spin about 30 µs (libgomp counts some 100 spins per µs), then sleep: the gaps
+# between torch's parallel regions inside one step are shorter, so the threads are awake when the
+# next region starts, and on a node shared with other work they give their CPUs back between steps
+# (benchmarks/RESULTS.md, "Thread defaults under load"). torch's Linux wheels use libgomp; another
+# OpenMP runtime ignores GOMP_SPINCOUNT and sleeps at once (PASSIVE).
+OPENMP_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
@@ -42,6 +52,13 @@ def available_cpus() -> int:
     if quota is not None:
         count = min(count, math.ceil(quota))
     return max(1, count)
+
+
+def default_openmp_waiting(environ=os.environ) -> None:
+    """Set ``OPENMP_WAITING`` in ``environ``, unless the user chose how OpenMP threads wait (either
+    variable set, even empty); to take effect it must run before torch is imported."""
+    if not any(name in environ for name in OPENMP_WAITING):
+        environ.update(OPENMP_WAITING)
 
 
 def default_threads() -> int:

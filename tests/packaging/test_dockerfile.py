@@ -113,3 +113,15 @@ def test_dockerignore_sends_only_what_the_install_needs():
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*"
     assert {"!pyproject.toml", "!src/"} <= set(lines)
+
+
+def test_components_wait_for_openmp_work_as_the_command_line_does(instructions):
+    from active_finetuning.resources import OPENMP_WAITING
+
+    env = {}
+    for instruction in instructions:
+        if instruction.cmd.upper() == "ENV":
+            values = list(instruction.value)
+            env.update(zip(values[::2], values[1::2]))
+    # the components run in the executor's Python process, not through the command line
+    assert {name: env.get(name) for name in OPENMP_WAITING} == OPENMP_WAITING

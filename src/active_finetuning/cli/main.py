@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from .. import __version__
 from ..errors import InputError
+from ..resources import default_openmp_waiting
 
-# Before torch (and its OpenMP runtime) loads: idle OpenMP threads sleep instead of spinning. On a
-# node shared with other work, spinning threads steal the CPUs the working ones wait for (measured
-# in benchmarks/RESULTS.md, "Thread defaults under load"). A value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch (and its OpenMP runtime) loads: idle OpenMP threads spin briefly, then sleep. On a
+# node shared with other work, threads that spin on steal the CPUs the working ones wait for (measured
+# in benchmarks/RESULTS.md, "Thread defaults under load"). A choice the user made is kept.
+default_openmp_waiting()
 
 # name -> (module under active_finetuning.cli, one-line help)
 # A new command adds one line here and one module beside this one.
