@@ -29,8 +29,6 @@ LABEL org.opencontainers.image.title="active-finetuning" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}"
 
-# OMP_WAIT_POLICY / GOMP_SPINCOUNT: idle OpenMP threads spin ~30 µs, then sleep, in every component (the
-# command line sets the same; src/active_finetuning/resources.py). A pod's own env entries override them.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -39,9 +37,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
-    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false \
-    OMP_WAIT_POLICY=PASSIVE \
-    GOMP_SPINCOUNT=3000
+    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
@@ -82,6 +78,11 @@ RUN --mount=type=secret,id=pip-conf,target=/run/secrets/pip-conf \
     && pip install "/opt/active-finetuning[vision,gcs,tracking,labelstudio,kfp]" "kfp==${KFP_VERSION}" \
     && python -c "import kfp, active_finetuning; assert kfp.__version__ == '${KFP_VERSION}', kfp.__version__" \
     && rm -rf /root/.cache /tmp/*
+
+# Idle OpenMP threads spin ~30 µs, then sleep, in every component, as the command line sets them
+# (src/active_finetuning/resources.py); last, so that tuning them rebuilds no layer. A pod's env overrides them.
+ENV OMP_WAIT_POLICY=PASSIVE \
+    GOMP_SPINCOUNT=3000
 
 USER 10001:10001
 WORKDIR /home/app

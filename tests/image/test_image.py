@@ -74,6 +74,18 @@ def test_every_component_imports_and_the_installed_set_is_consistent():
 
 @pytest.mark.image
 @needs_image
+def test_a_component_process_waits_for_openmp_work_as_the_command_line_does():
+    from active_finetuning.resources import OPENMP_WAITING
+
+    # a component runs in the KFP executor's Python process: only the image's environment reaches it
+    program = "import torch; torch.ones(1 << 20).sum()"
+    shown = engine("run", "--rm", "-e", "OMP_DISPLAY_ENV=VERBOSE", IMAGE, "python", "-c", program).stderr
+    settings = dict(line.strip().replace("'", "").split(" = ", 1) for line in shown.splitlines() if " = " in line)
+    assert {name: settings.get(name) for name in OPENMP_WAITING} == OPENMP_WAITING, shown
+
+
+@pytest.mark.image
+@needs_image
 def test_no_layer_holds_the_build_machines_index_configuration_or_credentials():
     # the build secrets make-test-image passed (the CA bundle, a pip configuration): their bytes in no layer
     secrets = {Path(p).name: Path(p).read_bytes()
