@@ -17,11 +17,11 @@ from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
-# Idle OpenMP threads spin about 30 µs (libgomp counts some 100 spins per µs), then sleep: the gaps
-# between torch's parallel regions inside one step are shorter, so the threads are awake when the
-# next region starts, and on a node shared with other work they give their CPUs back between steps
-# (benchmarks/RESULTS.md, "Thread defaults under load"). torch's Linux wheels use libgomp; another
-# OpenMP runtime ignores GOMP_SPINCOUNT and sleeps at once (PASSIVE).
+# Idle OpenMP threads spin about 30 µs (libgomp counts some 100 spins per µs), then sleep: most gaps
+# between torch's parallel regions are shorter, so the threads are awake when the next region starts
+# (no wake-up per region, as with PASSIVE alone), and on a node shared with other work they give their
+# CPUs back in any longer serial stretch (benchmarks/RESULTS.md, "Thread defaults under load").
+# torch's Linux wheels use libgomp; another OpenMP runtime ignores GOMP_SPINCOUNT and sleeps at once.
 OPENMP_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "3000"}
 
 
