@@ -1,6 +1,7 @@
 """The CPUs a process may use: affinity capped by the cgroup quota (a pod's CPU limit)."""
 
 from active_finetuning import resources
+from tests.openmp_display import waiting_settings
 
 
 def test_cgroup_quota_is_read_from_v2_and_v1_files(tmp_path):
@@ -54,8 +55,7 @@ def _libgomp_settings(environ) -> dict:
 
     shown = subprocess.run([sys.executable, "-m", "active_finetuning.cli", "methods"], capture_output=True,
                            text=True, check=True, env={**environ, "OMP_DISPLAY_ENV": "VERBOSE"}).stderr
-    settings = dict(line.strip().replace("'", "").split(" = ", 1) for line in shown.splitlines() if " = " in line)
-    return {name: settings.get(name) for name in resources.OPENMP_WAITING}
+    return waiting_settings(shown)
 
 
 def test_the_command_line_sets_openmp_waiting_before_torch_loads():

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.image_support import ENGINE, IMAGE, engine, forbidden_files, needs_image
+from tests.openmp_display import waiting_settings
 
 
 def _archive(files: dict[str, bytes]) -> io.BytesIO:
@@ -80,8 +81,7 @@ def test_a_component_process_waits_for_openmp_work_as_the_command_line_does():
     # a component runs in the KFP executor's Python process: only the image's environment reaches it
     program = "import torch; torch.ones(1 << 20).sum()"
     shown = engine("run", "--rm", "-e", "OMP_DISPLAY_ENV=VERBOSE", IMAGE, "python", "-c", program).stderr
-    settings = dict(line.strip().replace("'", "").split(" = ", 1) for line in shown.splitlines() if " = " in line)
-    assert {name: settings.get(name) for name in OPENMP_WAITING} == OPENMP_WAITING, shown
+    assert waiting_settings(shown) == OPENMP_WAITING, shown
 
 
 @pytest.mark.image
