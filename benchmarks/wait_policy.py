@@ -34,6 +34,14 @@ def policy_environment(policy: str) -> dict:
     return {**env, "OMP_WAIT_POLICY": policy}
 
 
+def policy_name(text: str) -> str:
+    """An argparse type: ``unset``, ``ACTIVE``, ``PASSIVE`` or ``spin:N`` with ``N`` a count >= 0."""
+    count = text[5:] if text.startswith("spin:") else None
+    if text in ("unset", "ACTIVE", "PASSIVE") or (count is not None and count.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected unset, ACTIVE, PASSIVE or spin:N (N a whole number)")
+
+
 def timed_select(features: str, budget: int, policy: str, folder: str) -> float:
     """Wall time of one ``select`` process under ``policy`` (``policy_environment``)."""
     env = policy_environment(policy)
@@ -50,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--count", type=int, default=10_000)
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--policies", nargs="+", default=["unset", "ACTIVE", "PASSIVE"],
+    parser.add_argument("--policies", nargs="+", type=policy_name, default=["unset", "ACTIVE", "PASSIVE"],
                         help="unset, ACTIVE, PASSIVE or spin:N (PASSIVE after N spins)")
     args = parser.parse_args(argv)
 

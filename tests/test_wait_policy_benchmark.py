@@ -1,6 +1,8 @@
 """The wait-policy benchmark measures the environments it names."""
 
-from benchmarks.wait_policy import policy_environment
+import pytest
+
+from benchmarks.wait_policy import main, policy_environment
 
 
 def test_each_policy_sets_what_libgomp_reads(monkeypatch):
@@ -12,3 +14,10 @@ def test_each_policy_sets_what_libgomp_reads(monkeypatch):
     unset = policy_environment("unset")
     # present but empty: libgomp ignores it, and the CLI does not replace it with its own default
     assert unset["OMP_WAIT_POLICY"] == "" and "GOMP_SPINCOUNT" not in unset
+
+
+@pytest.mark.parametrize("bad", ["spin:", "spin:-1", "spin:3e3", "passive"])
+def test_a_policy_it_cannot_measure_is_refused_before_anything_runs(bad, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--count", "10", "--policies", "ACTIVE", bad])
+    assert exit_.value.code == 2 and "expected unset, ACTIVE, PASSIVE or spin:N" in capsys.readouterr().err
