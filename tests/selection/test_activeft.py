@@ -9,6 +9,7 @@ from active_finetuning.errors import InputError
 from active_finetuning.selection import select
 from active_finetuning.selection.activeft import (
     ActiveFTParams,
+    _assigned_sum,
     _blockwise,
     _centroid_gradient,
 )
@@ -175,6 +176,23 @@ def test_gradient_is_bitwise_identical_with_one_and_two_threads():
         for threads in (1, 2))
     assert torch.equal(grad_1, grad_2)
     assert loss_1 == loss_2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pull_sums_each_centroids_rows_with_their_weights_the_same_bits_on_any_threads(dtype):
+    generator = torch.Generator().manual_seed(6)
+    features = unit(torch.randn(9000, 1280, generator=generator)).to(dtype)
+    subset = torch.sort(torch.randperm(9000, generator=generator)[:6000]).values
+    assigned = torch.randint(0, 40, (6000,), generator=generator) * 2  # odd centroids get no rows
+    weight = torch.rand(6000, generator=generator, dtype=dtype)
+    expected = torch.zeros(81, 1280, dtype=torch.float64).index_add_(
+        0, assigned, features[subset].double() * weight.double()[:, None])
+    one, two = (_with_threads(threads, lambda: _assigned_sum(features, subset, assigned, weight, 81))
+                for threads in (1, 2))
+    assert one.dtype == dtype and one.shape == (81, 1280)
+    assert torch.equal(one, two)
+    assert torch.allclose(one.double(), expected, rtol=0, atol=1e-4 if dtype == torch.float32 else 1e-12)
+    assert not one[1::2].any()
 
 
 @pytest.mark.parametrize("pool_batch", [None, 700])

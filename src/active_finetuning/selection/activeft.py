@@ -9,7 +9,7 @@ computed in closed form rather than by autograd over the N×B similarity matrix:
   centroid may have changed, with the fastest exact scorer of this machine (``screen``);
 * the similarity of each sample to its own centroid, ``m_i``, one sampled dot product per sample
   (the same values whichever way the assignment was found), O(N·d);
-* the pull on centroid ``k`` is a sparse (B×N, one entry per sample) product with the samples, O(N·d);
+* the pull on centroid ``k`` is the weighted sum of its samples (one bag per centroid), O(N·d);
 * the repulsion needs only the B×B Gram matrix, processed in column chunks, O(B·chunk) memory.
 
 So an iteration costs O(N·d + B²·d) plus the rows that are scored again, never an N×B or B×B
@@ -255,12 +255,24 @@ def _mean(values: torch.Tensor) -> float:
 
 
 def _assigned_sum(features, subset, assigned, weight, centers: int) -> torch.Tensor:
-    """Σ_{i: k_i = j} w_i f_i over the rows ``subset`` for every centroid j: a sparse
-    (centers × N) product, O(N·d), that reads the rows in place."""
+    """Σ_{i: k_i = j} w_i f_i over the rows ``subset`` for every centroid j: a weighted sum of each
+    centroid's rows, O(N·d), that reads the rows in place; each centroid's sum is made by one
+    thread in row order, so the bits do not depend on the thread count.
+
+    Float32 rows go through ``embedding_bag`` (one bag per centroid), whose vectorised float32
+    kernel runs at memory speed: on real assignments (skewed: some centroids hold ten times the
+    median's rows) about twice as fast as the CSR product that float64 rows keep (the bag's float64
+    path is serial); benchmarks/RESULTS.md, "The pull"."""
     order = torch.argsort(assigned, stable=True)
-    crow = torch.zeros(centers + 1, dtype=torch.int64)
-    torch.cumsum(torch.bincount(assigned, minlength=centers), 0, out=crow[1:])
+    counts = torch.bincount(assigned, minlength=centers)
     columns = order if subset is None else subset[order]
+    if features.dtype == torch.float32:
+        offsets = torch.zeros(centers, dtype=torch.int64)
+        torch.cumsum(counts[:-1], 0, out=offsets[1:])
+        return torch.nn.functional.embedding_bag(columns, features, offsets, mode="sum",
+                                                 per_sample_weights=weight[order].to(features.dtype))
+    crow = torch.zeros(centers + 1, dtype=torch.int64)
+    torch.cumsum(counts, 0, out=crow[1:])
     return sparse_rows(crow, columns, weight[order], (centers, features.shape[0])) @ features
 
 
