@@ -34,6 +34,7 @@ from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
 from .exact import reusable_operand, rounded_products, sparse_rows
+from .optim import Adam, cosine_learning_rates
 from ..params import Interval, Params, parameter
 from .registry import Picks, register_selector
 from .screen import fastest_scorer, make_scorer
@@ -134,20 +135,16 @@ def fit_centroids(
     repulsion but never move: the already-labeled samples of an incremental selection.
     """
     n = features.shape[0]
-    theta = theta.clone().to(params.dtype).requires_grad_(True)
-    optimizer = torch.optim.Adam([theta], lr=params.lr)
-    scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, params.iterations), eta_min=1e-6)
-        if params.scheduler == "cosine"
-        else None
-    )
+    theta = theta.clone().to(params.dtype)
+    optimizer = Adam(theta, params.lr)
+    rates = cosine_learning_rates(params.lr, params.iterations) if params.scheduler == "cosine" else None
     fixed = fixed.to(params.dtype) if fixed is not None and len(fixed) else None
     batch = min(params.pool_batch, n) if params.pool_batch else None
     sampler = numpy_generator(seed)
     assign = _assignment(features, theta.shape[0] + (0 if fixed is None else len(fixed)), params, batch)
     loss_value = float("nan")
     bar = progress_bar(range(params.iterations), desc="activeft", enabled=progress)
-    for _ in bar:
+    for step in bar:
         subset = None
         if batch is not None and batch < n:
             subset = torch.from_numpy(np.sort(sampler.choice(n, batch, replace=False)))
@@ -160,10 +157,10 @@ def fit_centroids(
             _require_finite(loss_value, grad_c)
             # Chain rule through c = θ/‖θ‖ (normalisation inside the forward pass).
             radial = (grad_c * centroids).sum(dim=1, keepdim=True)
-            theta.grad = (grad_c - radial * centroids) / norms
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+            grad_theta = (grad_c - radial * centroids) / norms
+        if rates is not None:
+            optimizer.lr = rates[step]
+        optimizer.step(grad_theta)
         if params.renormalize == "project":
             with torch.no_grad():
                 theta /= theta.norm(dim=1, keepdim=True)
