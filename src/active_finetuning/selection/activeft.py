@@ -135,7 +135,7 @@ def fit_centroids(
     repulsion but never move: the already-labeled samples of an incremental selection.
     """
     n = features.shape[0]
-    theta = theta.clone().to(params.dtype)
+    theta = theta.detach().to(params.dtype, copy=True)
     optimizer = Adam(theta, params.lr)
     rates = cosine_learning_rates(params.lr, params.iterations) if params.scheduler == "cosine" else None
     fixed = fixed.to(params.dtype) if fixed is not None and len(fixed) else None
@@ -149,8 +149,8 @@ def fit_centroids(
         if batch is not None and batch < n:
             subset = torch.from_numpy(np.sort(sampler.choice(n, batch, replace=False)))
         with torch.no_grad():
-            norms = theta.detach().norm(dim=1, keepdim=True)
-            centroids = theta.detach() / norms
+            norms = theta.norm(dim=1, keepdim=True)
+            centroids = theta / norms
             everything = centroids if fixed is None else torch.cat([centroids, fixed])
             assigned, own = assign(everything, subset)
             grad_c, loss_value = _centroid_gradient(features, centroids, fixed, params, assigned, own, subset)
@@ -162,15 +162,14 @@ def fit_centroids(
             optimizer.lr = rates[step]
         optimizer.step(grad_theta)
         if params.renormalize == "project":
-            with torch.no_grad():
-                theta /= theta.norm(dim=1, keepdim=True)
+            theta /= theta.norm(dim=1, keepdim=True)
         if progress:
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
     visited = max(1, assign.counts["visited"])
     summary = {"mode": assign.mode, "scorer": assign.scorer.name,
                "rows_scored": assign.counts["scored"] / visited,
                "rows_tightened": assign.counts["tightened"] / visited}
-    return FitResult(theta.detach(), loss_value, summary)
+    return FitResult(theta, loss_value, summary)
 
 
 def _assignment(features: torch.Tensor, centers: int, params: ActiveFTParams, batch: int | None):
