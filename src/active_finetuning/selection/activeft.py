@@ -260,15 +260,12 @@ def _assigned_sum(features, subset, assigned, weight, centers: int) -> torch.Ten
     median's rows) about twice as fast as the CSR product that float64 rows keep (the bag's float64
     path is serial); benchmarks/RESULTS.md, "The pull"."""
     order = torch.argsort(assigned, stable=True)
-    counts = torch.bincount(assigned, minlength=centers)
+    crow = torch.zeros(centers + 1, dtype=torch.int64)  # where each centroid's rows start in ``order``
+    torch.cumsum(torch.bincount(assigned, minlength=centers), 0, out=crow[1:])
     columns = order if subset is None else subset[order]
     if features.dtype == torch.float32:
-        offsets = torch.zeros(centers, dtype=torch.int64)
-        torch.cumsum(counts[:-1], 0, out=offsets[1:])
-        return torch.nn.functional.embedding_bag(columns, features, offsets, mode="sum",
+        return torch.nn.functional.embedding_bag(columns, features, crow[:-1], mode="sum",
                                                  per_sample_weights=weight[order].to(features.dtype))
-    crow = torch.zeros(centers + 1, dtype=torch.int64)
-    torch.cumsum(counts, 0, out=crow[1:])
     return sparse_rows(crow, columns, weight[order], (centers, features.shape[0])) @ features
 
 

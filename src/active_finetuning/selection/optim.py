@@ -1,7 +1,7 @@
 """Adam and its cosine schedule for ActiveFT's centroids, without ``torch.optim.Optimizer``.
 
 The first ``torch.optim.Adam`` of a process imports ``torch._dynamo`` (its methods are wrapped to
-disable compilation): about 1.5-2 s of every ``select`` on two cores, more than a whole selection
+disable compilation): 1.3-2 s of every ``select`` on two cores, more than a whole selection
 on a small pool (benchmarks/RESULTS.md, "Reading a features artifact"). The step itself is
 torch's: the functional ``torch.optim.adam.adam`` that ``torch.optim.Adam.step`` calls on CPU, with
 the same state and the same defaults, so the trajectory is the same bits (tests compare them
