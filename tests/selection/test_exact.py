@@ -1,6 +1,7 @@
 """Exact products and sums: sampled dot products, correctly rounded float32 products with any thread
 count, float64 products independent of the summation order, exact matmul precision."""
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -68,6 +69,58 @@ def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
     a, b = left.double().numpy(), right.double().numpy()
     for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
         assert float(got[i, j]) == _nearest_float32(_exact_dot(a[i], b[j]))
+
+
+def _awkward_sums(seed):
+    """Rows of exact float64 products of float32 values that are hard to round: sums at or next to
+    a float32 midpoint with tails far below float64's resolution, cancellations down to nothing
+    or to a tail, and terms of every scale."""
+    generator = np.random.default_rng(seed)
+    rows = []
+    for k in (1, 2, 3, 17, 500, 1280):
+        for kind in range(6):
+            a = generator.standard_normal(k).astype(np.float32).astype(np.float64)
+            b = generator.standard_normal(k).astype(np.float32).astype(np.float64)
+            terms = a * b * 2.0 ** generator.integers(-40, 40, k)
+            if kind == 1 and k > 1:  # a float32 midpoint, decided by tails of 2⁻⁸⁰
+                terms[0], terms[1:] = 1.0 + 2.0**-24, generator.choice([-1, 1], k - 1) * 2.0**-80
+            if kind == 2 and k > 1:  # cancels to exactly nothing
+                terms[-1] = 0.0
+                terms[-1] = -math.fsum(terms.tolist()) if abs(math.fsum(terms.tolist())) < 2.0**60 else 0.0
+            if kind == 3 and k > 2:  # large terms that cancel, leaving a tail at a midpoint
+                terms[0], terms[1], terms[2:] = 2.0**40, -(2.0**40), terms[2:] * 2.0**-100
+                terms[2] = 1.5 * 2.0**-149
+            if kind == 4:  # every term of one sign
+                terms = np.abs(terms)
+            rows.append(terms)
+    # Large terms that cancel, then a remainder's rounding that a float64 sum in row order gets wrong
+    # (2⁻¹⁰ − 2⁻⁶⁴ ties to 2⁻¹⁰) by far more than the total's own rounding: at a float32 midpoint.
+    rows.append(np.array([2.0**40, -(2.0**40), 2.0**-10, -(2.0**-64), -(2.0**-10), 2.0**-30 * (1 + 2.0**-24), 2.0**-66]))
+    return rows
+
+
+def test_rounded_sums_are_the_float32_nearest_to_the_exact_sum():
+    # The sums that settle the products a float64 GEMM leaves undecided; an independent rational oracle.
+    from active_finetuning.selection.exact import _rounded_sums
+
+    for terms in _awkward_sums(11):
+        for batch in (terms[None, :], np.stack([terms, -terms, terms[::-1]])):
+            got = _rounded_sums(batch)
+            for row, value in zip(batch, got):
+                assert float(value) == _nearest_float32(sum(Fraction(float(t)) for t in row)), row[:4]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 101])
+def test_a_gram_matrix_from_its_upper_strips_is_the_same_bits_as_the_whole_product(rows):
+    from active_finetuning.selection.exact import rounded_gram, rounded_products
+
+    generator = torch.Generator().manual_seed(rows)
+    values = torch.randn(rows, 96, generator=generator) * torch.logspace(-20, 0, 96)
+    values[0] = values[-1]  # a repeated row: its products equal the diagonal's
+    whole = rounded_products(values, values)
+    assert torch.equal(rounded_gram(values), whole)
+    assert torch.equal(rounded_gram(values, values.double(), strips=rows + 3), whole)
+    assert torch.equal(rounded_gram(values.double()), rounded_products(values.double(), values.double()))
 
 
 def _float64_operands(rows, inner, seed):

@@ -33,7 +33,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
-from .exact import reusable_operand, rounded_products, sparse_rows
+from .exact import reusable_operand, rounded_gram, rounded_products, sparse_rows
 from .optim import Adam, cosine_learning_rates
 from ..params import Interval, Params, parameter
 from .registry import Picks, register_selector
@@ -277,27 +277,30 @@ def _column_chunks(b: int, chunk: int | None):
 
 class _Logits:
     """The scaled Gram matrix ``⟨c_j, c_l⟩/τ`` in row chunks (chunk × B); computed once and kept
-    for both of its uses when it fits in one block, else computed again for each. Its products
-    are correctly rounded (``exact.rounded_products``): a float32 GEMM's last bits change with the
-    thread count on some BLAS builds, and through Adam they would change the picks."""
+    for both of its uses when it fits in one block (``exact.rounded_gram``: its upper triangle,
+    mirrored), else computed again for each. Its products are correctly rounded
+    (``exact.rounded_products``): a float32 GEMM's last bits change with the thread count on some
+    BLAS builds, and through Adam they would change the picks."""
 
     def __init__(self, centroids, tau, chunk):
         self.centroids, self.tau, self.chunk = centroids, tau, chunk
         self.wide = centroids.double()  # float64 copy for the correctly rounded products (B × d)
         # Right operands of every chunk's products (float64 ones sliced once, not once per chunk).
-        self.right, self.pull_right = reusable_operand(centroids), reusable_operand(centroids.T)
+        self.pull_right = reusable_operand(centroids.T)
         b = centroids.shape[0]
-        self.kept = [] if b * b <= BLOCK_ELEMENTS else None
+        self.kept = None
+        if b * b <= BLOCK_ELEMENTS:  # the whole matrix at once, as a Gram matrix (symmetric, half the products)
+            whole = rounded_gram(centroids, self.wide) / tau
+            self.kept = [(rows, whole[rows]) for rows in _column_chunks(b, chunk)]
+        else:
+            self.right = reusable_operand(centroids)
 
     def __iter__(self):
         if self.kept:
             yield from self.kept
             return
         for rows in _column_chunks(self.centroids.shape[0], self.chunk):
-            logits = rounded_products(self.centroids[rows], self.right, self.wide[rows], self.wide) / self.tau
-            if self.kept is not None:
-                self.kept.append((rows, logits))
-            yield rows, logits
+            yield rows, rounded_products(self.centroids[rows], self.right, self.wide[rows], self.wide) / self.tau
 
 
 def _log_repulsion(logits: _Logits):

@@ -163,10 +163,11 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left
     wide_right = right.double() if wide_right is None else wide_right
     with exact_matmul():
         wide = wide_left @ wide_right.T
-    bound = dot_error(left.shape[1], torch.float64) * (1 + MARGIN) * torch.outer(
-        torch.linalg.vector_norm(wide_left, dim=1), torch.linalg.vector_norm(wide_right, dim=1))
+    scale = dot_error(left.shape[1], torch.float64) * (1 + MARGIN)
+    bound = torch.outer(torch.linalg.vector_norm(wide_left, dim=1).mul_(scale), _row_norms(wide_right))
     out = wide.float()
-    unsure = ((wide - bound).float() != out) | ((wide + bound).float() != out)
+    # Rounded alike at both ends of its error interval: then ``out`` is the exact value's rounding.
+    unsure = torch.sub(wide, bound).float().ne_(out).logical_or_(bound.add_(wide).float().ne_(out))
     rows, cols = unsure.nonzero(as_tuple=True)
     for first in range(0, len(rows), 1024):
         part = slice(first, first + 1024)
@@ -175,15 +176,48 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left
     return out
 
 
+def rounded_gram(values: torch.Tensor, wide: torch.Tensor | None = None, strips: int = 4) -> torch.Tensor:
+    """``rounded_products(values, values)``, the same bits, for a fraction of the work: correctly
+    rounded products are symmetric, so each strip of rows is multiplied only by the rows from its
+    own on and mirrored (five eighths of the products with four strips). ``wide``: ``values`` in
+    float64, if the caller has it. Float64 values go to ``sliced_products`` (its own Gram shortcut)."""
+    if values.dtype != torch.float32:
+        return rounded_products(values, reusable_operand(values))
+    wide = values.double() if wide is None else wide
+    b = values.shape[0]
+    out = torch.empty((b, b), dtype=torch.float32)
+    step = max(1, -(-b // strips))
+    for start in range(0, b, step):
+        rows = slice(start, min(b, start + step))
+        block = rounded_products(values[rows], values[start:], wide[rows], wide[start:])
+        out[rows, start:] = block
+        out[start:, rows] = block.T
+    return out
+
+
+def _row_norms(values: torch.Tensor) -> torch.Tensor:
+    """Euclidean norms of the rows, read in memory order (a transposed operand's rows are its
+    columns: ``vector_norm`` over them is several times slower). For error bounds only."""
+    return values.square().sum(dim=1).sqrt_()
+
+
 def _rounded_sums(terms: np.ndarray) -> np.ndarray:
-    """The float32 nearest to the exact sum of each row of ``terms``: summed in extended precision
-    (``numpy.longdouble``, 64-bit significands on x86) with its error bound, and exactly for the
-    rows that bound still leaves undecided."""
-    extended = terms.astype(np.longdouble)
-    total = extended.sum(axis=1)
-    unit = np.finfo(np.longdouble).eps / 2
+    """The float32 nearest to the exact sum of each row of float64 ``terms``, with an error bound
+    far below float32's resolution, and exactly for the rows that bound still leaves undecided.
+
+    Each row is split as in ``_slices``: a high part of multiples of ``2^(e−p)`` (``2^e`` above the
+    row's largest term, ``p = 51 − ⌈log₂ k⌉``), whose ``k`` terms sum exactly in float64, and the
+    remainders, each below ``2^(e−p)``, whose float64 sum errs by at most ``γ_k`` times their
+    absolute sum; adding the two rounds once more."""
     k = terms.shape[1]
-    bound = k * unit / (1 - k * unit) * np.abs(extended).sum(axis=1) * (1 + MARGIN)
+    bits = 51 - math.ceil(math.log2(max(k, 2)))  # ≤ 51: every t + σ stays in σ's binade
+    _, exponent = np.frexp(np.abs(terms).max(axis=1, keepdims=True) if k else np.zeros((len(terms), 1)))
+    sigma = np.ldexp(0.75, exponent + 53 - bits)
+    high = (terms + sigma) - sigma  # rounded to a multiple of ulp(σ) = 2^(e−p)
+    low = terms - high  # exact
+    total = high.sum(axis=1) + low.sum(axis=1)
+    gamma = k * FP64_UNIT / (1 - k * FP64_UNIT)
+    bound = (gamma * np.abs(low).sum(axis=1) + FP64_UNIT * np.abs(total)) * (1 + MARGIN)
     out = total.astype(np.float32)
     undecided = ((total - bound).astype(np.float32) != out) | ((total + bound).astype(np.float32) != out)
     for row in np.flatnonzero(undecided):
