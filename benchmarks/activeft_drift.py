@@ -4,12 +4,14 @@
     python -m benchmarks.activeft_drift --variants path:16 exact:16 lowrank:16:64:1
 
 The default bounds (docs/selection.md, "Exact assignment") keep, per row, its 16 best centers and one
-bound on every other, aged by the largest path of any centroid (Cauchy–Schwarz). Each variant runs
+bound on every other, aged by the smaller of the largest path of any centroid (Cauchy–Schwarz) and the
+row's own drift, split along its own centroid and across it. Each variant runs
 ``fit_centroids`` with the defaults on the same pool and start, and prints the share of rows scored
 and tightened per iteration, the wall time, and whether it followed the default's trajectory (the
 same final centroids, bit for bit; a variant only changes which rows are looked at again):
 
 * ``path:D`` — the default bound with ``D`` centers listed per row;
+* ``cauchy:D`` — the bound before the split along the own centroid: every row's drift is Cauchy–Schwarz's;
 * ``exact:D`` — the bound on the centers not listed aged instead by the row's own drift, the exact
   largest change of its similarity to any centroid, summed over iterations (one N×B×d product per
   iteration: what a perfect per-row drift would save, at the cost of the product it is meant to skip);
@@ -46,20 +48,25 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
         def __init__(self, scorer):
             super().__init__(scorer, depth)
             n = scorer.points.shape[0]
-            self.drift = torch.zeros(n, dtype=torch.float64)  # per-row drift summed over iterations
-            self.drift_at = torch.zeros(n, dtype=torch.float64)  # its value when the row was scored
+            self.model_drift = torch.zeros(n, dtype=torch.float64)  # the model's per-row drift, summed
+            self.model_drift_at = torch.zeros(n, dtype=torch.float64)  # its value when the row was scored
             self.basis = None
 
         def _advance(self, centers):
             before = self.previous
             super()._advance(centers)
-            if kind == "path" or before is None or before.shape != self.previous.shape:
+            if kind in ("path", "cauchy") or before is None or before.shape != self.previous.shape:
                 return
             step = self.previous - before  # B×d, float64
             largest = float(torch.linalg.vector_norm(step, dim=1).max()) * self.norm_max
-            self.drift += self._row_drift(step).clamp_max(largest)
+            self.model_drift += self._model_drift(step).clamp_max(largest)
 
-        def _row_drift(self, step):
+        def _row_drift(self, delta, largest):
+            if kind == "cauchy":  # no projection on the own center: Cauchy–Schwarz for every row
+                return torch.full_like(self.drift, self.norm_max * largest)
+            return super()._row_drift(delta, largest)
+
+        def _model_drift(self, step):
             points = self.scorer.points
             if kind == "exact":
                 return (points @ step.float().T).amax(dim=1).double() + PRODUCT_MARGIN
@@ -75,13 +82,13 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
 
         def _aged(self, rows):
             listed, upper, rest = super()._aged(rows)
-            if kind != "path":
-                rest = torch.minimum(rest, self.rest[rows] + self.drift[rows] - self.drift_at[rows])
+            if kind not in ("path", "cauchy"):
+                rest = torch.minimum(rest, self.rest[rows] + self.model_drift[rows] - self.model_drift_at[rows])
             return listed, upper, rest
 
         def _score(self, centers, rows):
             super()._score(centers, rows)
-            self.drift_at[rows] = self.drift[rows]
+            self.model_drift_at[rows] = self.model_drift[rows]
 
     return Drifting
 
@@ -112,7 +119,7 @@ def run_variant(features, init, iterations: int, spec: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--variants", nargs="+", default=["path:16", "path:32", "path:64"],
-                        help="path:D, exact:D or lowrank:D:R:K (see above); the first is the trajectory's reference")
+                        help="path:D, cauchy:D, exact:D or lowrank:D:R:K (see above); the first is the trajectory's reference")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if not Path(args.features).exists():

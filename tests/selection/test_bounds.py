@@ -56,3 +56,89 @@ def test_float64_points_are_bounded_in_float64():
         expected_index, expected_own = full(centers)
         assert own.dtype == torch.float64
         assert torch.equal(index, expected_index) and torch.equal(own, expected_own)
+
+
+def _drift_after_one_step(points, before, after):
+    """The per-row drift a ``BoundedAssignment`` adds when its centers move from ``before`` to ``after``."""
+    bounded = BoundedAssignment(GemmScorer(points))
+    bounded(before)
+    start = bounded.drift.clone()
+    bounded(after)
+    return bounded.drift - start
+
+
+def _largest_rise(points, before, after):
+    """max_j ⟨f_i, c_j(after)⟩ − ⟨f_i, c_j(before)⟩ per row, in float64 (the inputs are float32 or float64)."""
+    return (points.double() @ (after.double() - before.double()).T).amax(dim=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_each_rows_drift_bounds_the_rise_of_its_similarity_to_every_center(dtype):
+    # Rows of every kind: on a center (all the rise is along it), far from every center (across it),
+    # opposite to all centers (a negative own similarity), and a mixture.
+    generator = torch.Generator().manual_seed(12)
+    common = unit(torch.rand(1, 24, generator=generator) + 0.5)
+    centers = unit(common + 0.3 * torch.randn(40, 24, generator=generator))
+    mixture = unit(gaussian_mixture(600, 24, 6, seed=13)[0])
+    points = torch.cat([centers, -unit(common + 0.05 * torch.randn(50, 24, generator=generator)), mixture]).to(dtype)
+    centers = centers.to(dtype)
+    moves = {
+        "random": unit(centers + 0.02 * torch.randn(centers.shape, generator=generator, dtype=dtype)),
+        "away from the common direction": unit(centers - 0.05 * common.to(dtype)),
+        "towards it": unit(centers + 0.05 * common.to(dtype)),
+    }
+    for name, after in moves.items():
+        drift = _drift_after_one_step(points, centers, after)
+        rise = _largest_rise(points, centers, after)
+        assert bool((drift >= rise).all()), (name, int((drift < rise).nonzero()[0]))
+        cauchy = (after.double() - centers.double()).norm(dim=1).max() * points.double().norm(dim=1)
+        assert bool((drift <= cauchy * (1 + 1e-6)).all())
+        if name == "random":  # rows on a center: far tighter than Cauchy–Schwarz
+            assert float((drift / cauchy)[:40].median()) < 0.5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_row_opposite_every_center_is_bounded_by_the_centers_moving_away_from_its_own(dtype):
+    # Centers in a narrow cone and rows opposite it (own similarity near −1). Centers need not be
+    # unit: shrinking them moves each along itself, so every ⟨c_a, Δ_j⟩ is negative and each row's
+    # rise is |α|·max_j −⟨ĉ_a, Δ_j⟩, which only the bound for a negative α covers.
+    generator = torch.Generator().manual_seed(14)
+    common = unit(torch.rand(1, 16, generator=generator) + 0.5)
+    centers = unit(common + 0.03 * torch.randn(30, 16, generator=generator)).to(dtype)
+    points = -unit(common + 0.03 * torch.randn(200, 16, generator=generator)).to(dtype)
+    after = 0.9 * centers
+    drift = _drift_after_one_step(points, centers, after)
+    rise = _largest_rise(points, centers, after)
+    assert float(rise.min()) > 0.09
+    assert bool((drift >= rise).all())
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e-41])
+def test_center_steps_are_bounded_and_the_same_for_any_product_within_the_gemms_error(scale):
+    # A float32 GEMM's last bits change with the thread count on some BLAS builds: every estimate within
+    # its error bound must give the same values (else another thread count would score other rows).
+    from active_finetuning.selection.bounds import _on_grid, steps_along_centers
+    from active_finetuning.selection.exact import dot_error, rounded_products
+
+    generator = torch.Generator().manual_seed(15)
+    dim = 1280  # a wide error bound against the grid: many intervals hold a grid point
+    before = unit(torch.randn(300, dim, generator=generator, dtype=torch.float64)).double()
+    steps = scale * unit(torch.randn(300, dim, generator=generator, dtype=torch.float64)).double()  # equal norms
+    steps[3] = 0.0  # a center that did not move
+    norm, largest = before.norm(dim=1), float(steps.norm(dim=1).max()) * (1 + 1e-9)
+    towards, away = steps_along_centers(before, steps, norm, largest)
+    exact = before @ steps.T  # float64: far inside the float32 margins
+    assert bool((towards >= exact.amax(dim=1)).all()) and bool((away >= (-exact).amax(dim=1)).all())
+    if scale < 1e-30:  # steps below float32's range: Cauchy–Schwarz
+        assert torch.equal(towards, norm * largest * (1 + 1e-9))
+        return
+    assert float((towards - exact.amax(dim=1)).max()) <= largest / 32  # the grid and the margins only
+    left, right = before.float(), steps.float()
+    correctly_rounded = rounded_products(left, right)
+    bound = dot_error(dim, torch.float32) * left.double().norm(dim=1)[:, None] * right.double().norm(dim=1)
+    for trial in range(12):  # estimates anywhere within the error bound, as another BLAS could return
+        sign = torch.randint(0, 2, bound.shape, generator=generator).double() * 2 - 1
+        noise = sign * bound * (0.999 if trial % 2 else torch.rand(bound.shape, generator=generator, dtype=torch.float64))
+        other = (correctly_rounded.double() + noise).float()
+        got = _on_grid(other, left, right, norm, largest)
+        assert torch.equal(got[0], towards) and torch.equal(got[1], away), trial

@@ -9,6 +9,12 @@ row's similarity to its own center anyway (the loss needs it), which gives an ex
 
 When center ``j`` moves by ``δ_j = ‖c_j(t) − c_j(t−1)‖``, no similarity to it changes by more than
 ``‖f_i‖·δ_j`` (Cauchy–Schwarz), so upper bounds grow by the centers' accumulated displacements.
+The bound on the centers not listed also grows by a drift of its own per row, often tighter: a row
+``f = α·ĉ_a + r`` splits along its own center (``α`` its similarity to it, known exactly at every
+iteration) and a remainder ``r ⊥ ĉ_a`` of norm ``√(‖f‖² − α²)``, so its similarity to any center
+``j`` changes by at most ``α·max_j ⟨ĉ_a, Δ_j⟩ + √(‖f‖² − α²)·max_j ‖Δ_j‖``, where ``Δ_j`` is the step
+of center ``j``: one B×B product per iteration (``steps_along_centers``; docs/selection.md, "Exact
+assignment").
 A row keeps its center while
 
     own similarity − its rounding error > every other center's upper bound:
@@ -27,7 +33,7 @@ import math
 
 import torch
 
-from .exact import MARGIN, dot_error, sampled_products
+from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products, sampled_products
 
 # Centers listed per row with their own upper bounds (beyond them one bound covers the rest).
 DEPTH = 16
@@ -81,6 +87,11 @@ class BoundedAssignment:
         self.upper: torch.Tensor | None = None
         self.rest = torch.full((n,), math.inf, dtype=torch.float64)
         self.scored_at = torch.full((n,), -1, dtype=torch.int64)
+        # Each row's own drift summed over iterations, its value when the row was last scored, and
+        # its similarity to its own center at the previous iteration (NaN: not visited then).
+        self.drift = torch.zeros(n, dtype=torch.float64)
+        self.drift_at = torch.zeros(n, dtype=torch.float64)
+        self.own_before = torch.full((n,), math.nan, dtype=torch.float64)
         self.previous: torch.Tensor | None = None
         self.moved: torch.Tensor | None = None  # accumulated displacement per center (float64)
         self.history: torch.Tensor | None = None  # ``moved`` at every iteration so far
@@ -119,6 +130,8 @@ class BoundedAssignment:
             self._score(centers, rescore)
             stale = positions[(self.index[rescore] != before) | ~known[positions]]
             own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]])
+        self.own_before.fill_(math.nan)
+        self.own_before[rows] = own.double()
         return self.index[rows], own
 
     # ------------------------------------------------------------------------------------------
@@ -134,11 +147,15 @@ class BoundedAssignment:
             self.iteration = -1
             depth = min(self.depth, current.shape[0])
             self.candidates = torch.zeros((self.index.shape[0], depth), dtype=torch.int64)
+            self.drift.zero_()
+            self.drift_at.zero_()
             self.upper = torch.full((self.index.shape[0], depth), math.inf, dtype=torch.float64)
         else:
-            step = torch.linalg.vector_norm(current - self.previous, dim=1)
+            delta = current - self.previous
+            step = torch.linalg.vector_norm(delta, dim=1)
             # ‖f_i‖·δ_j, with a relative margin for the float64 norm and sums.
             self.moved += step * self.norm_max * (1 + MARGIN)
+            self.drift += self._row_drift(delta, float(step.max()) * (1 + MARGIN))
         self.previous = current
         self.iteration += 1
         if self.history.shape[0] <= self.iteration:  # grow by doubling
@@ -146,6 +163,29 @@ class BoundedAssignment:
             grown[: self.history.shape[0]] = self.history
             self.history = grown
         self.history[self.iteration] = self.moved
+
+    def _row_drift(self, delta: torch.Tensor, largest: float) -> torch.Tensor:
+        """Per row, a bound on how much its similarity to any center rose in this step: along its own
+        center and across it (module docstring), never more than Cauchy–Schwarz's ``‖f‖·max_j ‖Δ_j‖``."""
+        before = self.previous  # the centers the own similarities were computed with (float64)
+        center_norm = torch.linalg.vector_norm(before, dim=1)
+        towards, away = steps_along_centers(before, delta, center_norm, largest)
+        own = self.own_before
+        known = ~own.isnan()
+        center = self.index[known]
+        scale = center_norm[center]
+        # |α| within the own similarity's rounding, in units of ĉ_a = c_a/‖c_a‖.
+        error = dot_error(self.dim, self.dtype) * self.scorer.norm[known] * scale * (1 + MARGIN)
+        alpha = own[known]
+        high, low = (alpha.abs() + error) / scale, (alpha.abs() - error).clamp_min(0) / scale
+        gain = torch.where(alpha >= error, towards[center], torch.where(alpha <= -error, away[center],
+                                                                         torch.maximum(towards, away)[center]))
+        gain = torch.where(gain >= 0, high, low) * gain / scale  # α·⟨ĉ_a, Δ_j⟩ at its largest
+        across = (self.scorer.norm[known].square() - low.square()).clamp_min(0).sqrt() * largest
+        bound = (gain + across + MARGIN * (gain.abs() + across)).clamp_max(self.norm_max * largest)
+        drift = torch.full_like(own, self.norm_max * largest)
+        drift[known] = bound
+        return drift
 
     def _error(self, centers: torch.Tensor) -> float:
         """Bound on the rounding of one computed similarity (a sampled dot product) now, plus an
@@ -162,7 +202,8 @@ class BoundedAssignment:
         upper = (self.upper if everything else self.upper[rows]) + self.moved[listed]
         upper.masked_fill_(listed == (self.index if everything else self.index[rows])[:, None], -math.inf)
         drift = (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
-        rest = (self.rest if everything else self.rest[rows]) + drift[self.scored_at[rows]]
+        rest = (self.rest if everything else self.rest[rows]) + torch.minimum(
+            drift[self.scored_at[rows]], self.drift[rows] - self.drift_at[rows])
         return listed, upper, rest
 
     def _tighten(self, centers, rows, listed, upper, rest, lower, error) -> torch.Tensor:
@@ -183,6 +224,56 @@ class BoundedAssignment:
         self.upper[rows] = scores.upper - self.moved[scores.candidates]
         self.rest[rows] = scores.rest
         self.scored_at[rows] = self.iteration
+        self.drift_at[rows] = self.drift[rows]
+
+
+def steps_along_centers(centers, steps, center_norm, largest: float):
+    """Upper bounds on ``max_j ⟨c_a, Δ_j⟩`` and ``max_j −⟨c_a, Δ_j⟩`` for every center ``a`` (float64
+    ``centers`` and ``steps``; ``center_norm`` their norms, ``largest`` ≥ every step's norm), the same
+    values with any thread count, so that the same rows are scored.
+
+    A float32 GEMM estimates them (its last bits may change with the thread count); its error bound
+    and the float32 copies' rounding widen each estimate into an interval that holds the true value,
+    and every value is rounded up to a grid of ``largest``/128 to 1/256. Where an interval holds a grid point
+    (a few centers per step), the GEMM's last bits could change the rounding, so those centers'
+    products are computed again correctly rounded (``exact.rounded_products``), which the grid
+    rounding then gives the same value as any run that did not need them."""
+    b = centers.shape[0]
+    if b == 0 or largest == 0:
+        return torch.zeros(b, dtype=torch.float64), torch.zeros(b, dtype=torch.float64)
+    if not 2.0**-100 < largest < 2.0**60 or float(center_norm.max()) > 2.0**60:
+        # Far from float32's range (float64 centers only): Cauchy–Schwarz, |⟨c_a, Δ_j⟩| ≤ ‖c_a‖·‖Δ_j‖.
+        cauchy = center_norm * largest * (1 + MARGIN)
+        return cauchy, cauchy.clone()
+    left, right = centers.float(), steps.float()
+    with exact_matmul():
+        along = left @ right.T
+    return _on_grid(along, left, right, center_norm, largest)
+
+
+def _on_grid(along, left, right, center_norm, largest: float):
+    """``steps_along_centers`` from ``along``, any estimate of ``left @ right.T`` within a float32
+    GEMM's error bound: the same values for every such estimate."""
+    b = left.shape[0]
+    reach = center_norm * largest * (1 + 4 * FP32_UNIT)  # ≥ ‖c̃_a‖·‖Δ̃_j‖ for the float32 copies
+    underflow = left.shape[1] * 2.0**-148  # absolute errors of float32 values and products below its normal range
+    gemm = dot_error(left.shape[1], torch.float32) * reach * (1 + MARGIN) + underflow
+    copies = 4 * FP32_UNIT * reach + underflow * (center_norm + largest)  # true products against the copies'
+    rounded = FP32_UNIT * reach  # a correctly rounded product's error
+    slack = 2 * rounded + 1e-12 * reach  # and the float64 arithmetic of these sums
+    grid = 2.0 ** (math.floor(math.log2(largest)) - 7)
+    bounds, settle = [], torch.zeros(b, dtype=torch.bool)
+    for estimate in (along.amax(dim=1).double(), -along.amin(dim=1).double()):
+        low = torch.ceil((estimate + copies - slack) / grid)
+        high = torch.ceil((estimate + 2 * gemm + copies + slack) / grid)
+        bounds.append(high * grid)
+        settle |= low != high
+    if bool(settle.any()):
+        rows = settle.nonzero().squeeze(1)
+        exact = rounded_products(left[rows], right)
+        for bound, value in zip(bounds, (exact.amax(dim=1), -exact.amin(dim=1))):
+            bound[rows] = torch.ceil((value.double() + rounded[rows] + gemm[rows] + copies[rows]) / grid) * grid
+    return bounds[0], bounds[1]
 
 
 def make_assignment(scorer, mode: str):
