@@ -19,9 +19,9 @@ A row keeps its center while
 
     own similarity − its rounding error > every other center's upper bound:
 
-then no other center can be the true maximum, nor tie with it. A row that fails is *tightened*
-first (the listed centers within reach re-computed exactly, a few sampled dot products); a row
-that still fails is *scored again* by the scorer (the GEMM, or the bfloat16 screen), which yields
+then no other center can be the true maximum, nor tie with it. A row that fails on its listed
+centers only is *tightened* first (the listed centers within reach re-computed exactly, a few
+sampled dot products); a row that still fails, or fails on the bound for the others, is *scored again* by the scorer (the GEMM, or the bfloat16 screen), which yields
 its exact nearest center (``exact``) and fresh bounds. The assignment is therefore the exact
 nearest center of every row at every iteration: the same trajectory as scoring every row, at a
 fraction of the work.
@@ -117,7 +117,8 @@ class BoundedAssignment:
             lower = own[known].double() - error
             listed, upper, rest = self._aged(seen)
             kept = (lower > torch.maximum(upper.amax(dim=1), rest))
-            suspect = (~kept).nonzero().squeeze(1)
+            # Tightening the listed centers cannot save a row whose bound on the others fails too.
+            suspect = (~kept & (lower > rest)).nonzero().squeeze(1)
             self.counts["tightened"] += len(suspect)
             if len(suspect):
                 kept[suspect] = self._tighten(centers, seen[suspect], listed[suspect], upper[suspect],
