@@ -119,7 +119,8 @@ def run_variant(features, init, iterations: int, spec: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--variants", nargs="+", default=["path:16", "path:32", "path:64"],
-                        help="path:D, cauchy:D, exact:D or lowrank:D:R:K (see above); the first is the trajectory's reference")
+                        help="path:D, cauchy:D, exact:D or lowrank:D:R:K (see above); "
+                             "the first is the trajectory's reference")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if not Path(args.features).exists():

@@ -138,7 +138,8 @@ def test_center_steps_are_bounded_and_the_same_for_any_product_within_the_gemms_
     bound = dot_error(dim, torch.float32) * left.double().norm(dim=1)[:, None] * right.double().norm(dim=1)
     for trial in range(12):  # estimates anywhere within the error bound, as another BLAS could return
         sign = torch.randint(0, 2, bound.shape, generator=generator).double() * 2 - 1
-        noise = sign * bound * (0.999 if trial % 2 else torch.rand(bound.shape, generator=generator, dtype=torch.float64))
+        size = 0.999 if trial % 2 else torch.rand(bound.shape, generator=generator, dtype=torch.float64)
+        noise = sign * bound * size
         other = (correctly_rounded.double() + noise).float()
         got = _on_grid(other, left, right, norm, largest)
         assert torch.equal(got[0], towards) and torch.equal(got[1], away), trial

@@ -95,7 +95,8 @@ def _awkward_sums(seed):
             rows.append(terms)
     # Large terms that cancel, then a remainder's rounding that a float64 sum in row order gets wrong
     # (2⁻¹⁰ − 2⁻⁶⁴ ties to 2⁻¹⁰) by far more than the total's own rounding: at a float32 midpoint.
-    rows.append(np.array([2.0**40, -(2.0**40), 2.0**-10, -(2.0**-64), -(2.0**-10), 2.0**-30 * (1 + 2.0**-24), 2.0**-66]))
+    rows.append(np.array([2.0**40, -(2.0**40), 2.0**-10, -(2.0**-64), -(2.0**-10),
+                          2.0**-30 * (1 + 2.0**-24), 2.0**-66]))
     return rows
 
 

@@ -21,10 +21,10 @@ A row keeps its center while
 
 then no other center can be the true maximum, nor tie with it. A row that fails on its listed
 centers only is *tightened* first (the listed centers within reach re-computed exactly, a few
-sampled dot products); a row that still fails, or fails on the bound for the others, is *scored again* by the scorer (the GEMM, or the bfloat16 screen), which yields
-its exact nearest center (``exact``) and fresh bounds. The assignment is therefore the exact
-nearest center of every row at every iteration: the same trajectory as scoring every row, at a
-fraction of the work.
+sampled dot products); a row that still fails, or fails on the bound for the others, is *scored
+again* by the scorer (the GEMM, or the bfloat16 screen), which yields its exact nearest center
+(``exact``) and fresh bounds. The assignment is therefore the exact nearest center of every row at
+every iteration: the same trajectory as scoring every row, at a fraction of the work.
 """
 
 from __future__ import annotations
@@ -236,9 +236,9 @@ def steps_along_centers(centers, steps, center_norm, largest: float):
 
     A float32 GEMM estimates them (its last bits may change with the thread count); its error bound
     and the float32 copies' rounding widen each estimate into an interval that holds the true value,
-    and every value is rounded up to a grid of ``largest``/128 to 1/256. Where an interval holds a grid point
-    (a few centers per step), the GEMM's last bits could change the rounding, so those centers'
-    products are computed again correctly rounded (``exact.rounded_products``), which the grid
+    and every value is rounded up to a grid of ``largest``/128 to 1/256. Where an interval holds a
+    grid point (a few centers per step), the GEMM's last bits could change the rounding, so those
+    centers' products are computed again correctly rounded (``exact.rounded_products``), which the grid
     rounding then gives the same value as any run that did not need them."""
     b = centers.shape[0]
     if b == 0 or largest == 0:
