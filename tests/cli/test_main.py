@@ -41,6 +41,8 @@ def _bad_features(tmp_path, columns):
     ("mixed", [], "mixes dimensions"),
     ("empty", [], "empty"),
     ("nofeature", [], "no 'feature' column"),
+    ("junk", [], "is not a readable Parquet file"),  # read ahead in a thread: its error surfaces as usual
+    ("missing", [], "does not exist or is not a file"),
     ("dupids", [], "duplicated ids"),
     ("ok", ["--budget", "0"], "budget must be at least 1"),
     ("ok", ["--budget", "5000"], "exceeds the pool size"),
@@ -60,7 +62,13 @@ def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(tmp_path, fe
         "nofeature": {"sample_id": ["a", "b"], "x": [1, 2]},
         "dupids": {"sample_id": ["a", "a"], "feature": [[1.0, 2.0], [2.0, 1.0]]},
     }
-    source = features_file if case == "ok" else _bad_features(tmp_path, rows[case])
+    if case == "junk":
+        source = tmp_path / "junk.parquet"
+        source.write_bytes(b"not a Parquet file")
+    elif case == "missing":
+        source = tmp_path / "nowhere.parquet"
+    else:
+        source = features_file if case == "ok" else _bad_features(tmp_path, rows[case])
     out = tmp_path / "out" / "selection.parquet"
     args = ["select", "--features", str(source), "--out", str(out), "--no-progress"]
     if not any(a == "--budget" for a in extra):
@@ -70,6 +78,22 @@ def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(tmp_path, fe
     assert __import__("re").search(message, result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+def test_select_reads_its_features_ahead_and_selects_as_the_library_does(features_file, tmp_path):
+    from active_finetuning.cli import select as command
+    from active_finetuning.cli.main import main
+
+    out = tmp_path / "a.parquet"
+    assert main(["select", "--features", str(features_file), "--budget", "5", "--method", "kcenter",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert command._read_ahead.args == (str(features_file), "features")
+    assert command._read_ahead.result() is None  # the table was handed over, not kept
+    direct = tmp_path / "b.parquet"
+    from active_finetuning.data.artifacts import read_features, write_selection
+    from active_finetuning.selection import select
+    write_selection(select(read_features(str(features_file)), 5, "kcenter"), str(direct))
+    assert pq.read_table(out).column("sample_id").equals(pq.read_table(direct).column("sample_id"))
 
 
 def test_unknown_method_is_rejected(features_file, tmp_path):

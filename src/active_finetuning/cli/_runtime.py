@@ -1,10 +1,37 @@
-"""Process settings shared by the heavy commands: torch's thread count (select, extract, finetune)
-and the image-size guard of the commands that decode images (extract, finetune, evaluate)."""
+"""Process settings shared by the heavy commands: torch's thread count (select, extract, finetune),
+the image-size guard of the commands that decode images (extract, finetune, evaluate), and reading an
+input ahead while the command's own modules load."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
+
+
+class ReadAhead:
+    """``function(*args)`` started now in a daemon thread: ``result()`` waits for it and returns its
+    value or raises its error, as a direct call would have; ``args`` tell the caller what was asked."""
+
+    def __init__(self, function, *args):
+        self.args = args
+        self._value, self._error = None, None
+        self._thread = threading.Thread(target=self._run, args=(function,), daemon=True)
+        self._thread.start()
+
+    def _run(self, function) -> None:
+        try:
+            self._value = function(*self.args)
+        except BaseException as err:  # handed to ``result``, in the caller's thread
+            self._error = err
+
+    def result(self):
+        """The value (handed over: this object keeps no reference to it), or the error raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        value, self._value = self._value, None
+        return value
 
 
 def add_image_limit(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,9 @@
 """The ``active-finetuning`` command line: one sub-command per step, each a module of this package.
 
 Only the chosen sub-command's module is imported, and it imports its heavy dependencies inside
-``run``, so ``select`` never loads timm or mlflow.
+``run``, so ``select`` never loads timm or mlflow. A module may define ``prefetch(argv)``, called
+with the raw arguments before its parser is built: ``select`` starts reading its features there,
+while torch loads.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         _top_parser().parse_args(argv[:1])  # prints the choices and exits 2
     module = importlib.import_module(f".{COMMANDS[name][0]}", __package__)
+    if hasattr(module, "prefetch"):
+        module.prefetch(argv[1:])
     parser = argparse.ArgumentParser(prog=f"active-finetuning {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])

@@ -289,9 +289,12 @@ def _feature_matrix(column: pa.ChunkedArray) -> np.ndarray:
     return values.reshape(n, dim)
 
 
-def read_features(uri: str) -> FeatureTable:
-    """Read and validate a features artifact (a Parquet file)."""
-    features = features_from_table(read_table(uri, "features"), source=f"features {uri!r}")
+def read_features(uri: str, table: pa.Table | None = None) -> FeatureTable:
+    """Read and validate a features artifact (a Parquet file); ``table``: its content, if the caller
+    has read it already (``read_table(uri, "features")``)."""
+    table = read_table(uri, "features") if table is None else table
+    features = features_from_table(table, source=f"features {uri!r}")
+    del table
     # Decoding a list column takes several times the table's size in scratch buffers, which
     # Arrow's allocator would otherwise keep for the rest of the process (≈ 530 MB on CIFAR-10).
     pa.default_memory_pool().release_unused()

@@ -201,8 +201,8 @@ class BoundedAssignment:
         the bound on every other center now."""
         everything = len(rows) == self.index.shape[0]  # rows are sorted and distinct: all of them
         listed = self.candidates if everything else self.candidates[rows]
-        upper = (self.upper if everything else self.upper[rows]) + self.moved[listed]
-        upper.masked_fill_(listed == (self.index if everything else self.index[rows])[:, None], -math.inf)
+        # ``take`` gathers in half the time of ``moved[listed]``; the own center's entry is ``-inf`` already.
+        upper = (self.upper if everything else self.upper[rows]) + self.moved.take(listed)
         drift = (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
         rest = (self.rest if everything else self.rest[rows]) + torch.minimum(
             drift[self.scored_at[rows]], self.drift[rows] - self.drift_at[rows])
@@ -223,7 +223,10 @@ class BoundedAssignment:
         scores = self.scorer(centers, rows, self.candidates.shape[1])
         self.index[rows] = scores.index
         self.candidates[rows] = scores.candidates
-        self.upper[rows] = scores.upper - self.moved[scores.candidates]
+        # The own center's entry is kept at ``-inf``: its similarity is computed exactly at every
+        # iteration, and the center of a row changes only here.
+        self.upper[rows] = (scores.upper - self.moved[scores.candidates]).masked_fill_(
+            scores.candidates == scores.index[:, None], -math.inf)
         self.rest[rows] = scores.rest
         self.scored_at[rows] = self.iteration
         self.drift_at[rows] = self.drift[rows]
