@@ -112,3 +112,8 @@ def test_row_checks_on_the_bits_agree_with_numpy(dtype):
     np.testing.assert_array_equal(finite, np.isfinite(rows).all(axis=1))
     np.testing.assert_array_equal(nonzero, np.any(rows != 0, axis=1))
     np.testing.assert_array_equal(_finite_and_nonzero_rows(rows[:, ::2])[1], np.any(rows[:, ::2] != 0, axis=1))
+    wide = np.zeros((9, 400_000), dtype=dtype)  # rows so long that they are checked a few per block
+    wide[[1, 4, 8], [5, 399_999, 0]] = [np.inf, np.finfo(dtype).smallest_subnormal, np.nan]
+    finite, nonzero = _finite_and_nonzero_rows(wide)
+    np.testing.assert_array_equal(finite, np.isfinite(wide).all(axis=1))
+    np.testing.assert_array_equal(nonzero, np.any(wide != 0, axis=1))
