@@ -138,7 +138,7 @@ class FeatureTable:
         digest = hashlib.blake2b(digest_size=12)
         digest.update("\x1f".join(self.sample_ids.tolist()).encode())
         digest.update(str(self.features.dtype).encode())
-        digest.update(np.ascontiguousarray(self.features).tobytes())
+        digest.update(np.ascontiguousarray(self.features).reshape(-1).view(np.uint8))  # the bytes, not a copy
         return digest.hexdigest()
 
     def to_table(self) -> pa.Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,24 +48,33 @@ def unit_rows(features: np.ndarray) -> torch.Tensor:
     """L2-normalised rows as a new float32 tensor (selectors never trust a 'normalized' flag).
 
     Norms and division are in float64, each row scaled by its largest magnitude first, so a row of
-    1e-40 or of 1e20 still becomes a unit vector (float32 norms underflow or overflow there).
+    1e-40 or of 1e20 still becomes a unit vector (float32 norms underflow or overflow there). Blocks
+    of rows go to torch's number of threads (NumPy releases the GIL; each block is computed alike
+    whichever thread takes it, so the result does not depend on the thread count).
     """
     array = np.asarray(features)
     if array.ndim != 2:
         raise InputError(f"features must be a 2-D array (rows × dimensions), got shape {array.shape}")
     out = np.empty(array.shape, dtype=np.float32)
     step = max(1, NORMALISE_ELEMENTS // max(1, array.shape[1]))
-    for start in range(0, len(array), step):
+
+    def normalise(start: int) -> np.ndarray:
         block = array[start : start + step].astype(np.float64)
         scale = np.abs(block).max(axis=1, initial=0.0)
         usable = np.isfinite(scale) & (scale > 0)
-        if not usable.all():
-            bad = start + np.flatnonzero(~usable)
-            raise InputError(f"{len(bad)} feature rows have no direction (all zero, NaN or infinite; first rows: "
-                             f"{bad[:5].tolist()}); drop or repair them before selection")
-        block /= scale[:, None]
-        block /= np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
-        out[start : start + step] = block
+        if usable.all():
+            block /= scale[:, None]
+            block /= np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
+            out[start : start + step] = block
+        return usable
+
+    starts = range(0, len(array), step)
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), len(starts)))) as pool:
+        usable = np.concatenate([np.ones(0, dtype=bool), *pool.map(normalise, starts)])
+    if not usable.all():
+        bad = np.flatnonzero(~usable)
+        raise InputError(f"{len(bad)} feature rows have no direction (all zero, NaN or infinite; first rows: "
+                         f"{bad[:5].tolist()}); drop or repair them before selection")
     return torch.from_numpy(out)
 
 

@@ -30,21 +30,12 @@ from .exact import (
     exact_matmul,
     sampled_products,
 )
-from .similarity import rows_per_block
+from .similarity import row_norms, rows_per_block
 
 # Screen blocks are smaller (4 MiB of bfloat16): they stay in cache while their candidates are read.
 SCREEN_BLOCK_ELEMENTS = 1 << 21
 # Screen values listed per row; a row whose candidates may go beyond them is searched whole.
 SCREEN_WIDTH = 4
-
-
-def row_norms(points: torch.Tensor) -> torch.Tensor:
-    """Float64 norms of the rows, block by block (no float64 copy of the whole pool)."""
-    norms = torch.empty(points.shape[0], dtype=torch.float64)
-    step = rows_per_block(points.shape[1], SCREEN_BLOCK_ELEMENTS)
-    for start in range(0, points.shape[0], step):
-        norms[start : start + step] = torch.linalg.vector_norm(points[start : start + step].double(), dim=1)
-    return norms
 
 
 @dataclass

@@ -21,6 +21,16 @@ def rows_per_block(columns: int, block_elements: int = BLOCK_ELEMENTS) -> int:
     return max(1, block_elements // max(1, columns))
 
 
+def row_norms(points: torch.Tensor) -> torch.Tensor:
+    """Float64 norms of the rows, block by block (no float64 copy of the whole pool: 512 MB for
+    50,000 × 1,280 features)."""
+    norms = torch.empty(points.shape[0], dtype=torch.float64)
+    step = rows_per_block(points.shape[1], 1 << 21)
+    for start in range(0, points.shape[0], step):
+        norms[start : start + step] = torch.linalg.vector_norm(points[start : start + step].double(), dim=1)
+    return norms
+
+
 @torch.no_grad()
 def nearest_by_similarity(points: torch.Tensor, centers: torch.Tensor, chunk: int | None = None):
     """For every row of ``points`` the most similar row of ``centers`` (inner product).
@@ -61,7 +71,7 @@ def snap_to_unique_samples(
     if excluded is not None and len(excluded):
         taken[excluded] = True
     values, candidates = _top_candidates(centers, pool, min(topk, n))
-    pool_max = float(torch.linalg.vector_norm(pool.double(), dim=1).max()) if n else 0.0
+    pool_max = float(row_norms(pool).max()) if n else 0.0
     center_norms = torch.linalg.vector_norm(centers.double(), dim=1).numpy()
     unit = dot_error(pool.shape[1], pool.dtype) * pool_max * (1 + MARGIN)
     picks = np.empty(centers.shape[0], dtype=np.int64)
