@@ -40,6 +40,7 @@ PRODUCT_MARGIN = 1e-5
 
 def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
     """A ``BoundedAssignment`` whose bound on the centers not listed may also age by a per-row drift."""
+    import numpy
     import torch
 
     from active_finetuning.selection.bounds import BoundedAssignment
@@ -83,7 +84,8 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
         def _aged(self, rows):
             listed, upper, rest = super()._aged(rows)
             if kind not in ("path", "cauchy"):
-                rest = torch.minimum(rest, self.rest[rows] + self.model_drift[rows] - self.model_drift_at[rows])
+                model = self.rest[rows] + self.model_drift[rows] - self.model_drift_at[rows]
+                rest = numpy.minimum(rest, model.numpy())  # the base class's bound is a NumPy array
             return listed, upper, rest
 
         def _score(self, centers, rows):

@@ -109,32 +109,36 @@ class BoundedAssignment:
         self._advance(centers)
         self.counts["visited"] += len(rows)
         error = self._error(centers)
+        # Masks and comparisons over the rows in NumPy, one thread (as in ``_row_drift``).
+        known = self.scored_at.numpy()[rows.numpy()] >= 0
+        everything = bool(known.all())
+        seen = rows if everything else rows[torch.from_numpy(known)]
         own = torch.empty(len(rows), dtype=points.dtype)
-        known = self.scored_at[rows] >= 0
-        seen = rows[known]
-        own[known] = own_similarity(points, centers, seen, self.index[seen])
-        keep = known.clone()
+        own[torch.from_numpy(known)] = own_similarity(points, centers, seen, self.index[seen])
+        keep = known.copy()
         if len(seen):
-            lower = own[known].double() - error
+            lower = (own.numpy() if everything else own.numpy()[known]).astype(np.float64) - error
             listed, upper, rest = self._aged(seen)
-            kept = (lower > torch.maximum(upper.amax(dim=1), rest))
+            kept = lower > np.maximum(upper.amax(dim=1).numpy(), rest)
             # Tightening the listed centers cannot save a row whose bound on the others fails too.
-            suspect = (~kept & (lower > rest)).nonzero().squeeze(1)
+            suspect = np.flatnonzero(~kept & (lower > rest))
             self.counts["tightened"] += len(suspect)
             if len(suspect):
-                kept[suspect] = self._tighten(centers, seen[suspect], listed[suspect], upper[suspect],
-                                              rest[suspect], lower[suspect], error)
+                at = torch.from_numpy(suspect)
+                kept[suspect] = self._tighten(centers, seen[at], listed[at], upper[at], torch.from_numpy(rest[suspect]),
+                                              torch.from_numpy(lower[suspect]), error).numpy()
             keep[known] = kept
-        positions = (~keep).nonzero().squeeze(1)
+        positions = torch.from_numpy(np.flatnonzero(~keep))
         if len(positions):
             rescore = rows[positions]
             self.counts["scored"] += len(rescore)
             before = self.index[rescore]
             self._score(centers, rescore)
-            stale = positions[(self.index[rescore] != before) | ~known[positions]]
+            stale = positions[(self.index[rescore] != before) | ~torch.from_numpy(known)[positions]]
             own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]])
-        self.own_before.fill_(math.nan)
-        self.own_before[rows] = own.double()
+        own_before = self.own_before.numpy()
+        own_before.fill(math.nan)
+        own_before[rows.numpy()] = own.numpy()
         return self.index[rows], own
 
     # ------------------------------------------------------------------------------------------
@@ -207,14 +211,15 @@ class BoundedAssignment:
 
     def _aged(self, rows: torch.Tensor):
         """The rows' listed centers, their upper bounds now (the own center's at ``-inf``), and
-        the bound on every other center now."""
+        the bound on every other center now (a NumPy array)."""
         everything = len(rows) == self.index.shape[0]  # rows are sorted and distinct: all of them
         listed = self.candidates if everything else self.candidates[rows]
         # ``take`` gathers in half the time of ``moved[listed]``; the own center's entry is ``-inf`` already.
         upper = (self.upper if everything else self.upper[rows]) + self.moved.take(listed)
         drift = (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
-        rest = (self.rest if everything else self.rest[rows]) + torch.minimum(
-            drift[self.scored_at[rows]], self.drift[rows] - self.drift_at[rows])
+        at = rows.numpy()
+        rest = self.rest.numpy()[at] + np.minimum(drift.numpy()[self.scored_at.numpy()[at]],
+                                                  self.drift.numpy()[at] - self.drift_at.numpy()[at])
         return listed, upper, rest
 
     def _tighten(self, centers, rows, listed, upper, rest, lower, error) -> torch.Tensor:
