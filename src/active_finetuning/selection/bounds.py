@@ -111,10 +111,11 @@ class BoundedAssignment:
         error = self._error(centers)
         # Masks and comparisons over the rows in NumPy, one thread (as in ``_row_drift``).
         known = self.scored_at.numpy()[rows.numpy()] >= 0
+        known_rows = torch.from_numpy(known)  # the same mask, as a tensor (shared memory)
         everything = bool(known.all())
-        seen = rows if everything else rows[torch.from_numpy(known)]
+        seen = rows if everything else rows[known_rows]
         own = torch.empty(len(rows), dtype=points.dtype)
-        own[torch.from_numpy(known)] = own_similarity(points, centers, seen, self.index[seen])
+        own[known_rows] = own_similarity(points, centers, seen, self.index[seen])
         keep = known.copy()
         if len(seen):
             lower = (own.numpy() if everything else own.numpy()[known]).astype(np.float64) - error
@@ -134,7 +135,7 @@ class BoundedAssignment:
             self.counts["scored"] += len(rescore)
             before = self.index[rescore]
             self._score(centers, rescore)
-            stale = positions[(self.index[rescore] != before) | ~torch.from_numpy(known)[positions]]
+            stale = positions[(self.index[rescore] != before) | ~known_rows[positions]]
             own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]])
         own_before = self.own_before.numpy()
         own_before.fill(math.nan)

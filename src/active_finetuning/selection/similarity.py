@@ -14,6 +14,8 @@ BLOCK_ELEMENTS = 1 << 24
 GEMM_MIN_ROWS = 64
 # Centers per snapping block: the pool is read once per this many centers.
 SNAP_CENTER_ROWS = 8192
+# Elements of a row-norm block (16 MiB in float64): its float64 copy stays small.
+NORM_BLOCK_ELEMENTS = 1 << 21
 
 
 def rows_per_block(columns: int, block_elements: int = BLOCK_ELEMENTS) -> int:
@@ -25,7 +27,7 @@ def row_norms(points: torch.Tensor) -> torch.Tensor:
     """Float64 norms of the rows, block by block (no float64 copy of the whole pool: 512 MB for
     50,000 × 1,280 features)."""
     norms = torch.empty(points.shape[0], dtype=torch.float64)
-    step = rows_per_block(points.shape[1], 1 << 21)
+    step = rows_per_block(points.shape[1], NORM_BLOCK_ELEMENTS)
     for start in range(0, points.shape[0], step):
         norms[start : start + step] = torch.linalg.vector_norm(points[start : start + step].double(), dim=1)
     return norms
