@@ -81,12 +81,11 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
             within = (self.projected.float() @ inside.T.float()).amax(dim=1).double() + PRODUCT_MARGIN
             return within + self.remainder * float(outside)
 
-        def _aged(self, rows):
-            listed, upper, rest = super()._aged(rows)
-            if kind not in ("path", "cauchy"):
-                model = self.rest[rows] + self.model_drift[rows] - self.model_drift_at[rows]
-                rest = numpy.minimum(rest, model.numpy())  # the base class's bound is a NumPy array
-            return listed, upper, rest
+        def drift_since_scored(self):
+            drift = super().drift_since_scored()
+            if kind in ("path", "cauchy"):
+                return drift
+            return numpy.minimum(drift, (self.model_drift - self.model_drift_at).numpy())
 
         def _score(self, centers, rows):
             super()._score(centers, rows)

@@ -20,7 +20,9 @@ of rows it scored per iteration, and the wall time of the whole CLI ``select`` f
 artifact (``--cli``).
 
 ``--isa avx2`` runs the whole benchmark in a child process whose torch, oneDNN and MKL are limited
-to AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``):
+to AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``)
+and whose row passes are compiled for an AVX2 CPU (``NUMBA_CPU_NAME=haswell``, with that CPU's own
+features: ``NUMBA_CPU_FEATURES`` empty):
 on a CPU with AVX-512 and bfloat16 instructions it measures what a CPU without them would do (a
 bfloat16 GEMM becomes about six times slower than a float32 one, as on AVX2-only machines).
 """
@@ -41,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FEATURES = ROOT.parent / "shared" / "data" / "cifar10" / "features-train.parquet"
 NOISE_RUNS = ("ours-1-thread", "reference-1-thread", "reference-float64")
-AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+AVX2_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                    "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": ""}
 
 
 def machine() -> dict:

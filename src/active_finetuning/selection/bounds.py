@@ -34,20 +34,21 @@ import math
 import numpy as np
 import torch
 
-from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products, sampled_products
+from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products
+from .kernels import RowPass
 
 # Centers listed per row with their own upper bounds (beyond them one bound covers the rest): 32 scored
 # fewer rows than 16 and took 1–2 s less over 300 iterations on the CIFAR-10 features (benchmarks/RESULTS.md).
 DEPTH = 32
 
 
-def own_similarity(points, centers, rows, index) -> torch.Tensor:
-    """``⟨points[i], centers[index_i]⟩`` for ``rows`` (sorted; all rows when ``None``): one sampled
-    dot product per row, the same bits whatever other rows are asked (tests check it)."""
+def own_similarity(points, centers, rows, index, passes: RowPass | None = None) -> torch.Tensor:
+    """``⟨points[i], centers[index_i]⟩`` for ``rows`` (sorted; all rows when ``None``): one compiled
+    dot product per row (``kernels``), the same bits whatever other rows are asked (tests check it)."""
     rows = torch.arange(points.shape[0]) if rows is None else rows
     if len(rows) == 0:
         return torch.empty(0, dtype=points.dtype)
-    return sampled_products(points, centers, rows, index)
+    return (passes or RowPass(points)).own(centers.to(points.dtype), rows, index)
 
 
 class FullAssignment:
@@ -99,6 +100,8 @@ class BoundedAssignment:
         self.history: torch.Tensor | None = None  # ``moved`` at every iteration so far
         self.iteration = -1
         self.counts = {"visited": 0, "tightened": 0, "scored": 0}
+        self.passes: RowPass | None = None
+        self.error_now = 0.0  # ``_error`` at the current iteration
 
     @torch.no_grad()
     def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None):
@@ -108,35 +111,20 @@ class BoundedAssignment:
         centers = centers.to(points.dtype)
         self._advance(centers)
         self.counts["visited"] += len(rows)
-        error = self._error(centers)
-        # Masks and comparisons over the rows in NumPy, one thread (as in ``_row_drift``).
-        known = self.scored_at.numpy()[rows.numpy()] >= 0
-        known_rows = torch.from_numpy(known)  # the same mask, as a tensor (shared memory)
-        everything = bool(known.all())
-        seen = rows if everything else rows[known_rows]
-        own = torch.empty(len(rows), dtype=points.dtype)
-        own[known_rows] = own_similarity(points, centers, seen, self.index[seen])
-        keep = known.copy()
-        if len(seen):
-            lower = (own.numpy() if everything else own.numpy()[known]).astype(np.float64) - error
-            listed, upper, rest = self._aged(seen)
-            kept = lower > np.maximum(upper.amax(dim=1).numpy(), rest)
-            # Tightening the listed centers cannot save a row whose bound on the others fails too.
-            suspect = np.flatnonzero(~kept & (lower > rest))
-            self.counts["tightened"] += len(suspect)
-            if len(suspect):
-                at = torch.from_numpy(suspect)
-                kept[suspect] = self._tighten(centers, seen[at], listed[at], upper[at], torch.from_numpy(rest[suspect]),
-                                              torch.from_numpy(lower[suspect]), error).numpy()
-            keep[known] = kept
+        self.error_now = self._error(centers)
+        self.passes = self.passes or RowPass(points)
+        before = self.index[rows]
+        known = torch.from_numpy(self.scored_at.numpy()[rows.numpy()] >= 0)
+        # One compiled pass: own similarities, the bounds' check and the tightening (``kernels``).
+        own, keep, tightened = self.passes.check(centers, rows, self)
+        self.counts["tightened"] += tightened
         positions = torch.from_numpy(np.flatnonzero(~keep))
         if len(positions):
             rescore = rows[positions]
             self.counts["scored"] += len(rescore)
-            before = self.index[rescore]
             self._score(centers, rescore)
-            stale = positions[(self.index[rescore] != before) | ~known_rows[positions]]
-            own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]])
+            stale = positions[(self.index[rescore] != before[positions]) | ~known[positions]]
+            own[stale] = own_similarity(points, centers, rows[stale], self.index[rows[stale]], self.passes)
         own_before = self.own_before.numpy()
         own_before.fill(math.nan)
         own_before[rows.numpy()] = own.numpy()
@@ -210,29 +198,14 @@ class BoundedAssignment:
         value = dot_error(self.dim, self.dtype) * self.norm_max * center_max * (1 + MARGIN)
         return value + 1e-12 * (1 + float(self.moved.max()))
 
-    def _aged(self, rows: torch.Tensor):
-        """The rows' listed centers, their upper bounds now (the own center's at ``-inf``), and
-        the bound on every other center now (a NumPy array)."""
-        everything = len(rows) == self.index.shape[0]  # rows are sorted and distinct: all of them
-        listed = self.candidates if everything else self.candidates[rows]
-        # ``take`` gathers in half the time of ``moved[listed]``; the own center's entry is ``-inf`` already.
-        upper = (self.upper if everything else self.upper[rows]) + self.moved.take(listed)
-        drift = (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
-        at = rows.numpy()
-        rest = self.rest.numpy()[at] + np.minimum(drift.numpy()[self.scored_at.numpy()[at]],
-                                                  self.drift.numpy()[at] - self.drift_at.numpy()[at])
-        return listed, upper, rest
+    def aged_since(self) -> torch.Tensor:
+        """For each iteration ``t`` so far, the largest displacement of any center since ``t``: what
+        the bound on the centers not listed of a row scored at ``t`` has grown by, at most."""
+        return (self.moved[None, :] - self.history[: self.iteration + 1]).amax(dim=1)
 
-    def _tighten(self, centers, rows, listed, upper, rest, lower, error) -> torch.Tensor:
-        """Exact similarities to the listed centers within reach of each row's own similarity;
-        returns which rows are then proven to keep their center (their bounds updated)."""
-        local, column = (upper >= lower[:, None]).nonzero(as_tuple=True)  # row-major: rows ascending
-        if len(local):
-            reached = listed[local, column]
-            values = sampled_products(self.scorer.points, centers, rows[local], reached).double()
-            self.upper[rows[local], column] = values + error - self.moved[reached]
-            upper[local, column] = values + error
-        return lower > torch.maximum(upper.amax(dim=1), rest)
+    def drift_since_scored(self) -> np.ndarray:
+        """Per row, its own drift since it was last scored (``_row_drift``), the other bound on that growth."""
+        return (self.drift - self.drift_at).numpy()
 
     def _score(self, centers: torch.Tensor, rows: torch.Tensor) -> None:
         scores = self.scorer(centers, rows, self.candidates.shape[1])
