@@ -6,7 +6,7 @@ import torch
 
 from active_finetuning.selection.bounds import own_similarity
 from active_finetuning.selection.exact import dot_error
-from active_finetuning.selection.kernels import RowPass
+from active_finetuning.selection.kernels import RowPass, top_rows
 from tests.selection.test_activeft import _with_threads, unit
 
 
@@ -60,3 +60,46 @@ def test_a_forked_child_starts_its_own_worker_threads():
     child.join(60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == expected
+
+
+def _top_oracle(values: np.ndarray, depth: int):
+    """Per row: the first column of the largest value, the two largest values, the ``depth`` largest
+    values sorted and the ``depth + 1``-th (``-inf`` when every column is listed), from a full sort."""
+    ordered = -np.sort(-values.astype(np.float64), axis=1)
+    rest = ordered[:, depth] if values.shape[1] > depth else np.full(len(values), -np.inf)
+    second = ordered[:, 1] if values.shape[1] > 1 else np.full(len(values), -np.inf)
+    return values.argmax(axis=1), ordered[:, 0], second, ordered[:, :depth], rest
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("columns", "depth"), [(500, 32), (33, 32), (20, 32), (7, 0), (1, 0), (2, 1)])
+def test_top_rows_match_a_full_sort_ties_included(dtype, columns, depth):
+    generator = torch.Generator().manual_seed(columns + depth)
+    values = torch.randn(1500, columns, generator=generator, dtype=torch.float64)
+    values[::3] = torch.round(values[::3] * 4) / 4  # many equal values, ties at every place of the top
+    values[5] = 0.5  # a row of one value
+    values = values.to(dtype)
+    error = torch.rand(1500, generator=generator, dtype=torch.float64) * 1e-3
+    one, two = (_with_threads(threads, lambda: top_rows(values, depth, 5.0, error)) for threads in (1, 2))
+    for a, b in zip(one, two):
+        assert (a is None and b is None) or torch.equal(a, b)
+    index, best, candidates, upper, rest = one
+    first, largest, second, listed, beyond = _top_oracle(values.numpy(), depth)
+    assert np.array_equal(index.numpy(), first)  # the lowest column among equal largest values
+    assert np.array_equal(best.numpy(), np.stack([largest, second], axis=1))
+    if not depth:
+        assert candidates is None and upper is None and rest is None
+        return
+    listed_values = np.take_along_axis(values.numpy().astype(np.float64), candidates.numpy(), axis=1)
+    assert all(len(set(row)) == len(row) for row in candidates.tolist())
+    assert np.array_equal(-np.sort(-listed_values, axis=1), listed[:, : candidates.shape[1]])
+    assert np.array_equal(upper.numpy(), listed_values + error.numpy()[:, None])
+    assert np.array_equal(rest.numpy(), beyond + error.numpy() if columns > depth else beyond)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 6.0, -6.0])
+def test_top_rows_refuse_values_the_limit_does_not_bound(bad):
+    values = torch.randn(40, 50, generator=torch.Generator().manual_seed(4))
+    values[17, 3] = bad
+    with pytest.raises(FloatingPointError, match="not finite or exceeds"):
+        top_rows(values, 32, 5.0, torch.zeros(40, dtype=torch.float64))

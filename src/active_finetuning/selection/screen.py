@@ -30,6 +30,7 @@ from .exact import (
     exact_matmul,
     sampled_products,
 )
+from .kernels import top_rows
 from .similarity import row_norms, rows_per_block
 
 # Screen blocks are smaller (4 MiB of bfloat16): they stay in cache while their candidates are read.
@@ -147,24 +148,24 @@ class GemmScorer:
         norm = self.norm if rows is None else self.norm[rows]
         # Every computed similarity is within ``error`` of the true one.
         error = dot_error(self.points.shape[1], centers.dtype) * norm * _center_max(centers) * (1 + MARGIN)
+        # Every computed similarity is below this in magnitude (the top's bisection starts from it).
+        limit = float(norm.max()) * _center_max(centers) * 1.001 + 1e-30 if n else 0.0
         answer = _Answer(n, depth, b)
         with exact_matmul():
             for out, block in _blocks(self.points, rows, self.chunk or rows_per_block(b), self.scratch):
                 values = block @ centers.T
-                where, best = _top(values, depth)
-                answer.index[out] = _settle(block, centers, values, where, best, error[out])
+                first, best, *listed = top_rows(values, depth, limit, error[out])
+                answer.index[out] = _settle(block, centers, values, first, best, error[out])
                 if depth:
-                    bound = error[out, None]
-                    answer.candidates[out], answer.upper[out], answer.rest[out] = _listed(
-                        where, best, depth, lambda top: top + bound)
+                    answer.candidates[out], answer.upper[out], answer.rest[out] = listed
         return answer.scores()
 
 
-def _settle(block, centers, values, where, best, error) -> torch.Tensor:
+def _settle(block, centers, values, first, best, error) -> torch.Tensor:
     """The exact argmax of each row of ``values`` (similarities each within ``error`` of the
-    truth; ``where``/``best`` its top two or more): rows whose two best values are within
-    ``2·error`` go to ``exact_argmax``, the others have a unique true maximum."""
-    index = where[:, 0].clone()
+    truth; ``first`` the column of its largest value, ``best`` its two largest values): rows whose two
+    best values are within ``2·error`` go to ``exact_argmax``, the others have a unique true maximum."""
+    index = first.clone()
     if values.shape[1] > 1:
         close = (best[:, 0].double() - best[:, 1].double() <= 2 * error).nonzero().squeeze(1)
         if len(close):
