@@ -6,7 +6,7 @@ import torch
 
 from active_finetuning.selection.bounds import own_similarity
 from active_finetuning.selection.exact import dot_error
-from active_finetuning.selection.kernels import RowPass, top_rows
+from active_finetuning.selection.kernels import RowPass, _guided, top_rows
 from tests.selection.test_activeft import _with_threads, unit
 
 
@@ -103,3 +103,14 @@ def test_top_rows_refuse_values_the_limit_does_not_bound(bad):
     values[17, 3] = bad
     with pytest.raises(FloatingPointError, match="not finite or exceeds"):
         top_rows(values, 32, 5.0, torch.zeros(40, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("count", "threads", "smallest"), [(50_000, 2, 1024), (3_700, 2, 256), (5_000, 4, 1024), (7, 2, 1)])
+def test_guided_parts_cover_every_position_once_largest_first(count, threads, smallest):
+    parts = _guided(count, threads, smallest)
+    assert parts[0][0] == 0 and parts[-1][1] == count
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))  # contiguous, no overlap
+    sizes = [stop - start for start, stop in parts]
+    assert all(size >= smallest for size in sizes[:-1])
+    assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))  # largest first (the last takes what is left)
+    assert sizes[0] == max(smallest, count // (2 * threads))

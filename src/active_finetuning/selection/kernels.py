@@ -260,13 +260,42 @@ class RowPass:
 
     @staticmethod
     def _run(task, count: int, serial: int = SERIAL_ROWS) -> list:
-        """``task(start, stop)`` over contiguous parts of ``count`` positions, one per thread (torch's
-        number; the first in the calling thread) and at least ``serial`` positions per part: each
-        position is computed by one thread, so the values do not depend on the count."""
+        """``task(start, stop)`` over contiguous parts of ``count`` positions, in up to torch's number of
+        threads (the calling one among them) while each has at least ``serial`` positions; the results
+        of every part, in no fixed order. Each position is computed by one thread, so the values do
+        not depend on the count. The parts are handed out as threads ask for them, largest first (as
+        OpenMP's guided schedule): a thread that shares its core (with torch's OpenMP threads, which
+        spin for a while after each operation, or with another process) takes fewer of them."""
         threads = min(max(1, torch.get_num_threads()), max(1, count // serial))
-        edges = np.linspace(0, count, threads + 1).astype(np.int64).tolist()
-        others = [_workers(threads - 1).submit(task, start, stop) for start, stop in zip(edges[1:-1], edges[2:])]
-        return [task(edges[0], edges[1])] + [future.result() for future in others]
+        if threads == 1:
+            return [task(0, count)]
+        parts = iter(_guided(count, threads, serial // 2))
+        lock = threading.Lock()
+
+        def work() -> list:
+            done = []
+            while True:
+                with lock:
+                    part = next(parts, None)
+                if part is None:
+                    return done
+                done.append(task(*part))
+
+        others = [_workers(threads - 1).submit(work) for _ in range(threads - 1)]
+        results = work()
+        for future in others:
+            results += future.result()
+        return results
+
+
+def _guided(count: int, threads: int, smallest: int) -> list[tuple[int, int]]:
+    """Parts of ``count`` positions, each half of what is left per thread, none under ``smallest``."""
+    parts, start = [], 0
+    while start < count:
+        stop = min(count, start + max(smallest, (count - start) // (2 * threads)))
+        parts.append((start, stop))
+        start = stop
+    return parts
 
 
 # Worker threads kept between passes: threads started for each pass made it ~50% slower (measured on the
