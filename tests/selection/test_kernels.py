@@ -6,7 +6,7 @@ import torch
 
 from active_finetuning.selection.bounds import own_similarity
 from active_finetuning.selection.exact import dot_error
-from active_finetuning.selection.kernels import RowPass, _guided, top_rows
+from active_finetuning.selection.kernels import RowPass, _guided, rounded_within, top_rows
 from tests.selection.test_activeft import _with_threads, unit
 
 
@@ -114,3 +114,21 @@ def test_guided_parts_cover_every_position_once_largest_first(count, threads, sm
     assert all(size >= smallest for size in sizes[:-1])
     assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))  # largest first (the last takes what is left)
     assert sizes[0] == max(smallest, count // (2 * threads))
+
+
+def test_rounded_within_matches_the_torch_expression_it_replaces():
+    generator = torch.Generator().manual_seed(5)
+    wide = torch.randn(300, 257, generator=generator, dtype=torch.float64)
+    # Values a hair from a float32 rounding boundary: the midpoint between two neighbouring float32s.
+    low = wide[::7].float().double()
+    wide[::7] = (low + torch.nextafter(low.float(), torch.tensor(float("inf"))).double()) / 2 + 1e-17
+    left = torch.rand(300, generator=generator, dtype=torch.float64) * 1e-12
+    right = torch.rand(257, generator=generator, dtype=torch.float64)
+    bound = torch.outer(left, right)
+    out = wide.float()
+    unsure = torch.sub(wide, bound).float().ne_(out).logical_or_(bound.add(wide).float().ne_(out))
+    rows, cols = unsure.nonzero(as_tuple=True)
+    assert len(rows) > 100  # the test reaches the undecided case
+    for threads in (1, 2):
+        got_out, got_rows, got_cols = _with_threads(threads, lambda: rounded_within(wide, left, right))
+        assert torch.equal(got_out, out) and torch.equal(got_rows, rows) and torch.equal(got_cols, cols)

@@ -21,6 +21,8 @@ import warnings
 import numpy as np
 import torch
 
+from .kernels import rounded_within
+
 # Unit roundoff of bfloat16 (8 significant bits), float32 (24 bits) and float64 (53 bits).
 BF16_UNIT = 2.0**-8
 FP32_UNIT = 2.0**-24
@@ -164,11 +166,9 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left
     with exact_matmul():
         wide = wide_left @ wide_right.T
     scale = dot_error(left.shape[1], torch.float64) * (1 + MARGIN)
-    bound = torch.outer(torch.linalg.vector_norm(wide_left, dim=1).mul_(scale), _row_norms(wide_right))
-    out = wide.float()
     # Rounded alike at both ends of its error interval: then ``out`` is the exact value's rounding.
-    unsure = torch.sub(wide, bound).float().ne_(out).logical_or_(bound.add_(wide).float().ne_(out))
-    rows, cols = unsure.nonzero(as_tuple=True)
+    out, rows, cols = rounded_within(wide, torch.linalg.vector_norm(wide_left, dim=1).mul_(scale),
+                                     _row_norms(wide_right))
     for first in range(0, len(rows), 1024):
         part = slice(first, first + 1024)
         terms = (wide_left[rows[part]] * wide_right[cols[part]]).numpy()  # exact products

@@ -6,6 +6,9 @@ pass over the pool while each row is in cache. As torch calls these are a sample
 pool, a dozen passes over per-row and per-row × 32 arrays, and a second sampled product over the rows
 tightened; torch has nothing that fuses them.
 
+``rounded_within``: a float64 product rounded to float32 and the elements its error bound leaves
+undecided (``exact.rounded_products``), in one pass.
+
 ``top_rows``: the largest values of each row of a scored product (``screen.GemmScorer``), by bisection
 on a vectorised count where ``torch.topk`` sorts (about twice as fast on 500 centers).
 
@@ -28,6 +31,8 @@ from numba import njit
 SERIAL_ROWS = 2048
 # The same for the top of each row, about five times the work per row of the check.
 TOP_SERIAL_ROWS = 512
+# The same for rounding a float64 product (one row: 500 to 1,280 elements, a few operations each).
+ROUNDED_SERIAL_ROWS = 64
 # Rows whose own similarities are computed before their bounds are checked (640 KB of float32 rows
 # of 1,280: they stay in the L2 cache for the tightening).
 CHECK_BLOCK = 128
@@ -218,6 +223,36 @@ def top_rows(values: torch.Tensor, depth: int, limit: float, error: torch.Tensor
     if not depth:
         return result + (None, None, None)
     return result + (torch.from_numpy(candidates), torch.from_numpy(upper), torch.from_numpy(rest))
+
+
+@_compiled
+def _rounded_rows(wide, left, right, out, unsure, start, stop):
+    """For the rows ``start..stop-1``: ``out``, float64 ``wide`` rounded to float32, and ``unsure``,
+    where ``wide ∓ left[i]·right[j]`` (an error interval) do not both round to the same float32
+    (branch-free: the loop is vectorised). The operations and their order are those of the torch
+    calls this replaces, so the bits are too."""
+    for i in range(start, stop):
+        for j in range(wide.shape[1]):
+            value = wide[i, j]
+            bound = left[i] * right[j]
+            rounded = np.float32(value)
+            out[i, j] = rounded
+            unsure[i, j] = (np.float32(value - bound) != rounded) | (np.float32(bound + value) != rounded)
+
+
+def rounded_within(wide: torch.Tensor, left: torch.Tensor, right: torch.Tensor):
+    """``wide`` (float64, rows × columns) rounded to float32, and the rows and columns where its error
+    bound ``left[i]·right[j]`` leaves the rounding undecided, in row-major order
+    (``exact.rounded_products``): one pass over the product where torch makes six."""
+    values = wide.contiguous().numpy()
+    out = np.empty(values.shape, np.float32)
+    unsure = np.empty(values.shape, np.bool_)
+    left_array = np.ascontiguousarray(left.numpy(), dtype=np.float64)
+    right_array = np.ascontiguousarray(right.numpy(), dtype=np.float64)
+    RowPass._run(lambda start, stop: _rounded_rows(values, left_array, right_array, out, unsure, start, stop),
+                 values.shape[0], ROUNDED_SERIAL_ROWS)
+    rows, cols = np.divmod(np.flatnonzero(unsure), max(1, values.shape[1]))
+    return torch.from_numpy(out), torch.from_numpy(rows), torch.from_numpy(cols)
 
 
 def _int64(values: torch.Tensor) -> np.ndarray:
