@@ -108,12 +108,13 @@ def _float64_then_exact(points, centers, rows, cols) -> torch.Tensor:
     lowest = torch.full((len(distinct),), -math.inf, dtype=torch.float64).scatter_reduce_(
         0, position, values - error, "amax")
     alive = values + error >= lowest[position]
-    winners = torch.empty(len(distinct), dtype=torch.int64)
-    for slot in range(len(distinct)):
-        mine = (position == slot) & alive
-        row = int(distinct[slot])
-        options = cols[mine].tolist()
-        winners[slot] = options[0] if len(options) == 1 else exact_best(points[row], centers, options)
+    # A row with one pair left has its winner; the few with several are compared exactly.
+    first = torch.full((len(distinct),), len(rows), dtype=torch.int64).scatter_reduce_(
+        0, position[alive], torch.arange(len(rows))[alive], "amin")
+    winners = cols[first]
+    for slot in (torch.bincount(position[alive], minlength=len(distinct)) > 1).nonzero().squeeze(1).tolist():
+        options = cols[(position == slot) & alive].tolist()
+        winners[slot] = exact_best(points[int(distinct[slot])], centers, options)
     return winners
 
 
