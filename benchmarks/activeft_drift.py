@@ -1,9 +1,9 @@
 """How many rows ActiveFT's bounds would score with tighter drifts: evidence, not a feature.
 
-    python -m benchmarks.activeft_drift                           # the default (32 listed), then 16 and 64
+    python -m benchmarks.activeft_drift                           # the default (96 listed), then 32 and 128
     python -m benchmarks.activeft_drift --variants path:16 exact:16 lowrank:16:64:1
 
-The default bounds (docs/selection.md, "Exact assignment") keep, per row, its 32 best centers and one
+The default bounds (docs/selection.md, "Exact assignment") keep, per row, its 96 best centers and one
 bound on every other, aged by the smaller of the largest path of any centroid (Cauchy–Schwarz) and the
 row's own drift, split along its own centroid and across it. Each variant runs
 ``fit_centroids`` with the defaults on the same pool and start, and prints the share of rows scored
@@ -119,7 +119,7 @@ def run_variant(features, init, iterations: int, spec: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = run_parser(__doc__)
-    parser.add_argument("--variants", nargs="+", default=["path:32", "path:16", "path:64"],
+    parser.add_argument("--variants", nargs="+", default=["path:96", "path:32", "path:128"],
                         help="path:D, cauchy:D, exact:D or lowrank:D:R:K (see above); "
                              "the first is the trajectory's reference")
     parser.add_argument("--json", help="also write the figures to this JSON file")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from active_finetuning.selection.bounds import BoundedAssignment, FullAssignment
+from active_finetuning.selection.bounds import DEPTH, BoundedAssignment, FullAssignment
 from active_finetuning.selection.screen import GemmScorer, ScreenScorer
 from tests.conftest import gaussian_mixture
 from tests.selection.test_screen import exact_nearest, unit
@@ -20,11 +20,17 @@ def moving_centers(points, count, steps, seed):
         yield step, centers
 
 
+# The default list (more centers than these tests move: every center listed) and a short one (most centers
+# behind the one bound on the rest, as on real pools).
+LISTS = [DEPTH, 8]
+
+
 @pytest.mark.parametrize("scorer", [GemmScorer, ScreenScorer])
 @pytest.mark.parametrize("subsets", [False, True])
-def test_bounded_equals_every_row_scored_and_the_exact_oracle(scorer, subsets):
+@pytest.mark.parametrize("depth", LISTS)
+def test_bounded_equals_every_row_scored_and_the_exact_oracle(scorer, subsets, depth):
     points = unit(gaussian_mixture(3000, 32, 15, seed=1)[0])
-    bounded, full = BoundedAssignment(scorer(points)), FullAssignment(GemmScorer(points))
+    bounded, full = BoundedAssignment(scorer(points), depth), FullAssignment(GemmScorer(points))
     generator = torch.Generator().manual_seed(2)
     for step, centers in moving_centers(points, 60, 40, seed=3):
         rows = torch.sort(torch.randperm(3000, generator=generator)[:1000]).values if subsets else None
@@ -37,10 +43,11 @@ def test_bounded_equals_every_row_scored_and_the_exact_oracle(scorer, subsets):
     assert bounded.counts["scored"] < 0.6 * bounded.counts["visited"]  # the bounds do skip rows
 
 
-def test_bounded_handles_labeled_centers_that_never_move_and_restarts_on_new_centers():
+@pytest.mark.parametrize("depth", LISTS)
+def test_bounded_handles_labeled_centers_that_never_move_and_restarts_on_new_centers(depth):
     points = unit(gaussian_mixture(1500, 16, 8, seed=4)[0])
     fixed = points[:5]
-    bounded, full = BoundedAssignment(GemmScorer(points)), FullAssignment(GemmScorer(points))
+    bounded, full = BoundedAssignment(GemmScorer(points), depth), FullAssignment(GemmScorer(points))
     for step, centers in moving_centers(points, 25, 15, seed=5):
         everything = torch.cat([centers, fixed])
         assert torch.equal(bounded(everything)[0], full(everything)[0])
@@ -48,9 +55,10 @@ def test_bounded_handles_labeled_centers_that_never_move_and_restarts_on_new_cen
     assert torch.equal(bounded(other)[0], full(other)[0])  # another number of centers: starts over
 
 
-def test_float64_points_are_bounded_in_float64():
+@pytest.mark.parametrize("depth", LISTS)
+def test_float64_points_are_bounded_in_float64(depth):
     points = unit(gaussian_mixture(800, 12, 5, seed=7)[0]).double()
-    bounded, full = BoundedAssignment(GemmScorer(points)), FullAssignment(GemmScorer(points))
+    bounded, full = BoundedAssignment(GemmScorer(points), depth), FullAssignment(GemmScorer(points))
     for step, centers in moving_centers(points, 20, 20, seed=8):
         index, own = bounded(centers)
         expected_index, expected_own = full(centers)

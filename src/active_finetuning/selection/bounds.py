@@ -37,9 +37,10 @@ import torch
 from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products
 from .kernels import RowPass
 
-# Centers listed per row with their own upper bounds (beyond them one bound covers the rest): 32 scored
-# fewer rows than 16 and took 1–2 s less over 300 iterations on the CIFAR-10 features (benchmarks/RESULTS.md).
-DEPTH = 32
+# Centers listed per row with their own upper bounds (beyond them one bound covers the rest; 16·DEPTH bytes
+# per row): on the CIFAR-10 features 96 score 5.4% of the rows against 7.5% with 32, 2–5 s less over 300
+# iterations on an AVX2 CPU, the compiled check and top costing little more per row (benchmarks/RESULTS.md).
+DEPTH = 96
 
 
 def own_similarity(points, centers, rows, index, passes: RowPass | None = None) -> torch.Tensor:
