@@ -86,14 +86,20 @@ def exact_argmax(points, centers, rows, cols, scores, error) -> torch.Tensor:
     n = points.shape[0]
     best = torch.full((n,), -math.inf, dtype=scores.dtype).scatter_reduce_(0, rows, scores, "amax")
     alive = scores.double() >= best[rows].double() - 2 * error[rows]  # may still be the maximum
-    first = torch.full((n,), len(rows), dtype=torch.int64).scatter_reduce_(
-        0, rows[alive], torch.arange(len(rows))[alive], "amin")
+    first, contested = _first_alive(rows, alive, n)
     index = cols[first.clamp_max(max(len(rows) - 1, 0))]
-    contested = torch.bincount(rows[alive], minlength=n) > 1
     if bool(contested.any()):
         keep = alive & contested[rows]
         index[contested] = _float64_then_exact(points, centers, rows[keep], cols[keep])
     return index
+
+
+def _first_alive(groups, alive, count: int):
+    """Per group ``0..count-1`` of the pairs (``groups`` sorted): the position of its first pair still
+    ``alive`` (``len(groups)`` where none is), and whether more than one is."""
+    positions = torch.arange(len(groups))[alive]
+    first = torch.full((count,), len(groups), dtype=torch.int64).scatter_reduce_(0, groups[alive], positions, "amin")
+    return first, torch.bincount(groups[alive], minlength=count) > 1
 
 
 def _float64_then_exact(points, centers, rows, cols) -> torch.Tensor:
@@ -109,10 +115,9 @@ def _float64_then_exact(points, centers, rows, cols) -> torch.Tensor:
         0, position, values - error, "amax")
     alive = values + error >= lowest[position]
     # A row with one pair left has its winner; the few with several are compared exactly.
-    first = torch.full((len(distinct),), len(rows), dtype=torch.int64).scatter_reduce_(
-        0, position[alive], torch.arange(len(rows))[alive], "amin")
+    first, several = _first_alive(position, alive, len(distinct))
     winners = cols[first]
-    for slot in (torch.bincount(position[alive], minlength=len(distinct)) > 1).nonzero().squeeze(1).tolist():
+    for slot in several.nonzero().squeeze(1).tolist():
         options = cols[(position == slot) & alive].tolist()
         winners[slot] = exact_best(points[int(distinct[slot])], centers, options)
     return winners
