@@ -10,8 +10,11 @@ row's own drift, split along its own centroid and across it. Each variant runs
 and tightened per iteration, the wall time, and whether it followed the default's trajectory (the
 same final centroids, bit for bit; a variant only changes which rows are looked at again):
 
-* ``path:D`` — the default bound with ``D`` centers listed per row;
-* ``cauchy:D`` — the bound before the split along the own centroid: every row's drift is Cauchy–Schwarz's;
+* ``path:D:L`` — the default bounds with ``D`` centers listed per row, and at most ``L`` similarities
+  computed exactly per row to keep its center (else it is scored again);
+* ``flat:D:L`` — the same without a byte per center: the centers not listed share the one bound on the
+  rest, aged by the largest displacement of any of them;
+* ``cauchy:D`` (and the two below, also without the bytes per center) — the bound before the split along the own centroid: every row's drift is Cauchy–Schwarz's;
 * ``exact:D`` — the bound on the centers not listed aged instead by the row's own drift, the exact
   largest change of its similarity to any centroid, summed over iterations (one N×B×d product per
   iteration: what a perfect per-row drift would save, at the cost of the product it is meant to skip);
@@ -38,7 +41,7 @@ from benchmarks.activeft_speed import load, machine, run_parser
 PRODUCT_MARGIN = 1e-5
 
 
-def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
+def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1, limit: int | None = None):
     """A ``BoundedAssignment`` whose bound on the centers not listed may also age by a per-row drift."""
     import numpy
     import torch
@@ -47,7 +50,9 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
 
     class Drifting(BoundedAssignment):
         def __init__(self, scorer):
-            super().__init__(scorer, depth)
+            # The per-row models age the one bound on the rest from the row's scoring: without the bytes per
+            # center, that bound is only made again when the row is scored.
+            super().__init__(scorer, depth, coded=kind == "path", **({} if limit is None else {"tighten_limit": limit}))
             n = scorer.points.shape[0]
             self.model_drift = torch.zeros(n, dtype=torch.float64)  # the model's per-row drift, summed
             self.model_drift_at = torch.zeros(n, dtype=torch.float64)  # its value when the row was scored
@@ -56,7 +61,7 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
         def _advance(self, centers):
             before = self.previous
             super()._advance(centers)
-            if kind in ("path", "cauchy") or before is None or before.shape != self.previous.shape:
+            if kind in ("path", "flat", "cauchy") or before is None or before.shape != self.previous.shape:
                 return
             step = self.previous - before  # B×d, float64
             largest = float(torch.linalg.vector_norm(step, dim=1).max()) * self.norm_max
@@ -83,9 +88,12 @@ def drifting_assignment(kind: str, depth: int, rank: int = 0, refresh: int = 1):
 
         def drift_since_scored(self):
             drift = super().drift_since_scored()
-            if kind in ("path", "cauchy"):
+            if kind in ("path", "flat", "cauchy"):
                 return drift
             return numpy.minimum(drift, (self.model_drift - self.model_drift_at).numpy())
+
+        def drift_since_rest(self):
+            return super().drift_since_rest() if kind in ("path", "flat") else self.drift_since_scored()
 
         def _score(self, centers, rows):
             super()._score(centers, rows)
@@ -100,8 +108,12 @@ def run_variant(features, init, iterations: int, spec: str) -> dict:
     from active_finetuning.selection import activeft, bounds
 
     kind, *numbers = spec.split(":")
-    depth, rank, refresh = (list(map(int, numbers)) + [bounds.DEPTH, 16, 1][len(numbers):])[:3]
-    variant = drifting_assignment(kind, depth, rank, refresh)
+    if kind in ("path", "flat"):
+        depth, limit = (list(map(int, numbers)) + [bounds.DEPTH, bounds.TIGHTEN_LIMIT][len(numbers):])[:2]
+        variant = drifting_assignment(kind, depth, limit=limit)
+    else:
+        depth, rank, refresh = (list(map(int, numbers)) + [bounds.DEPTH, 16, 1][len(numbers):])[:3]
+        variant = drifting_assignment(kind, depth, rank, refresh)
     original = activeft.make_assignment
     activeft.make_assignment = lambda scorer, mode: variant(scorer) if mode == "bounded" else original(scorer, mode)
     try:
@@ -120,7 +132,7 @@ def run_variant(features, init, iterations: int, spec: str) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = run_parser(__doc__)
     parser.add_argument("--variants", nargs="+", default=["path:96", "path:32", "path:128"],
-                        help="path:D, cauchy:D, exact:D or lowrank:D:R:K (see above); "
+                        help="path:D:L, flat:D:L, cauchy:D, exact:D or lowrank:D:R:K (see above); "
                              "the first is the trajectory's reference")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)

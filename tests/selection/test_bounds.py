@@ -1,5 +1,7 @@
 """Bounds carried across iterations give the same assignment as scoring every row, every time."""
 
+import math
+
 import pytest
 import torch
 
@@ -151,3 +153,31 @@ def test_center_steps_are_bounded_and_the_same_for_any_product_within_the_gemms_
         other = (correctly_rounded.double() + noise).float()
         got = _on_grid(other, left, right, norm, largest)
         assert torch.equal(got[0], towards) and torch.equal(got[1], away), trial
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_carried_bound_holds_after_every_step(dtype):
+    # The assignment can come out right by luck where a bound is too low; the bounds themselves cannot: each
+    # listed one, the one on the rest and each center's byte must lie above the true similarity it bounds.
+    points = unit(gaussian_mixture(2000, 24, 12, seed=16)[0]).to(dtype)
+    bounded = BoundedAssignment(GemmScorer(points), 8)
+    for step, centers in moving_centers(points, 60, 40, seed=17):
+        index, _ = bounded(centers.to(dtype))
+        truth = points.double() @ centers.double().T
+        rows = torch.from_numpy(bounded.scored_at.numpy() >= 0).nonzero().squeeze(1)
+        listed = bounded.candidates[rows]
+        aged_listed = bounded.upper[rows] + bounded.moved[listed]
+        own = listed == bounded.index[rows, None]  # its similarity is computed at every step instead
+        assert bool(((aged_listed >= truth[rows].gather(1, listed)) | own).all()), step
+        others = truth[rows].scatter(1, listed, -math.inf)
+        rest_at = torch.from_numpy(bounded.rest_at[rows.numpy()])
+        one = torch.from_numpy(bounded.rest_bound[rows.numpy()]) + torch.minimum(
+            bounded.aged_since()[rest_at], torch.from_numpy(bounded.drift_since_rest()[rows.numpy()]))
+        assert bool((one >= others.amax(dim=1)).all()), step
+        codes = torch.from_numpy(bounded.codes[rows.numpy()]).double()
+        ageing = torch.minimum(bounded.moved - bounded.history[bounded.scored_at[rows]],
+                               torch.from_numpy(bounded.drift_since_scored()[rows.numpy()])[:, None])
+        coded = bounded.rest[rows, None] - codes * torch.from_numpy(bounded.scale[rows.numpy()])[:, None] + ageing
+        assert bool((coded >= others).all()), step
+        assert bool((codes < 255).sum(dim=1).eq(60 - 8).all())  # a byte for every center not listed
+    assert bounded.counts["tightened"] > 0

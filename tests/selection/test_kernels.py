@@ -83,18 +83,35 @@ def test_top_rows_match_a_full_sort_ties_included(dtype, columns, depth):
     one, two = (_with_threads(threads, lambda: top_rows(values, depth, 10.0, error)) for threads in (1, 2))
     for a, b in zip(one, two):
         assert (a is None and b is None) or torch.equal(a, b)
-    index, best, candidates, upper, rest = one
+    index, best, candidates, upper, rest, codes, scale = one
     first, largest, second, listed, beyond = _top_oracle(values.numpy(), depth)
     assert np.array_equal(index.numpy(), first)  # the lowest column among equal largest values
     assert np.array_equal(best.numpy(), np.stack([largest, second], axis=1))
     if not depth:
-        assert candidates is None and upper is None and rest is None
+        assert candidates is None and upper is None and rest is None and codes is None
         return
     listed_values = np.take_along_axis(values.numpy().astype(np.float64), candidates.numpy(), axis=1)
     assert all(len(set(row)) == len(row) for row in candidates.tolist())
     assert np.array_equal(-np.sort(-listed_values, axis=1), listed[:, : candidates.shape[1]])
     assert np.array_equal(upper.numpy(), listed_values + error.numpy()[:, None])
     assert np.array_equal(rest.numpy(), beyond + error.numpy() if columns > depth else beyond)
+    _assert_codes_bound_every_value_not_listed(values.numpy(), error.numpy(), candidates.numpy(), rest.numpy(),
+                                               codes.numpy(), scale.numpy())
+
+
+def _assert_codes_bound_every_value_not_listed(values, error, candidates, rest, codes, scale):
+    """``LISTED`` exactly at the listed columns; elsewhere ``rest − code·scale`` is an upper bound on the
+    value + error, and the largest code that is one (unless the range ends first)."""
+    from active_finetuning.selection.kernels import LISTED
+
+    listed = np.zeros(codes.shape, bool)
+    np.put_along_axis(listed, candidates, True, axis=1)
+    assert np.array_equal(codes == LISTED, listed)
+    bound, truth = values.astype(np.float64) + error[:, None], rest[:, None] - codes * scale[:, None]
+    assert (truth[~listed] >= bound[~listed]).all()
+    one_more = rest[:, None] - (codes.astype(np.float64) + 1) * scale[:, None]
+    assert ((one_more < bound + 1e-9) | (codes >= LISTED - 1))[~listed].all()
+    assert (scale >= 0).all() and np.isfinite(scale).all()
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), 6.0, -6.0])

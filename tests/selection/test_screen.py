@@ -135,6 +135,12 @@ def test_listed_centers_bound_their_true_similarity_and_the_rest_bounds_the_othe
     assert (scores.rest >= others).all()
     if depth >= 30:
         assert torch.isinf(scores.rest).all()
+    if scores.codes is not None:  # each center not listed: a bound of its own, below the one on the rest
+        coded = scores.rest[:, None] - scores.codes.double() * scores.scale[:, None]
+        not_listed = truth.scatter(1, scores.candidates, math.nan).isfinite()
+        assert (coded[not_listed] >= truth[not_listed]).all()
+        if depth < 30:
+            assert float((coded - truth)[not_listed].median()) < float((scores.rest[:, None] - truth)[not_listed].median())
     assert torch.equal(scores.index, exact_nearest(points[rows], centers))
 
 

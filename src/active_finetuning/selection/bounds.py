@@ -35,12 +35,17 @@ import numpy as np
 import torch
 
 from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products
-from .kernels import RowPass
+from .kernels import LISTED, RowPass
 
 # Centers listed per row with their own upper bounds (beyond them one bound covers the rest; 16·DEPTH bytes
 # per row): on the CIFAR-10 features 96 score 5.4% of the rows against 7.5% with 32, 2–5 s less over 300
 # iterations on an AVX2 CPU, the compiled check and top costing little more per row (benchmarks/RESULTS.md).
 DEPTH = 96
+# Above this many bytes (rows × centers) the centers not listed share the one bound on the rest, without
+# a byte per center (``BoundedAssignment``).
+CODED_BYTES = 1 << 28
+# Similarities a row computes exactly to keep its center, at most, before it is scored again instead.
+TIGHTEN_LIMIT = 32
 
 
 def own_similarity(points, centers, rows, index, passes: RowPass | None = None) -> torch.Tensor:
@@ -76,8 +81,10 @@ class BoundedAssignment:
 
     mode = "bounded"
 
-    def __init__(self, scorer, depth: int = DEPTH):
+    def __init__(self, scorer, depth: int = DEPTH, coded: bool = True, tighten_limit: int = TIGHTEN_LIMIT):
         self.scorer = scorer
+        self.coded = coded
+        self.tighten_limit = tighten_limit
         points = scorer.points
         n, self.dim = points.shape
         self.depth = depth
@@ -90,6 +97,15 @@ class BoundedAssignment:
         self.candidates: torch.Tensor | None = None
         self.upper: torch.Tensor | None = None
         self.rest = torch.full((n,), math.inf, dtype=torch.float64)
+        # Per row and center not listed, a byte: ``rest - code·scale`` bounds its similarity at the row's
+        # scoring, aged by that center's own displacement (empty: only the one bound on the rest).
+        self.codes = np.zeros((0, 1), np.uint8)
+        self.scale = np.zeros(n)
+        # The one bound on the centers not listed, as of the iteration ``rest_at`` (the row's scoring, or
+        # later where the bytes above made it again), and the row's drift then.
+        self.rest_bound = np.full(n, math.inf)
+        self.rest_at = np.zeros(n, np.int64)
+        self.rest_drift_at = np.zeros(n)
         self.scored_at = torch.full((n,), -1, dtype=torch.int64)
         # Each row's own drift summed over iterations, its value when the row was last scored, and
         # its similarity to its own center at the previous iteration (NaN: not visited then).
@@ -147,6 +163,8 @@ class BoundedAssignment:
             self.drift.zero_()
             self.drift_at.zero_()
             self.upper = torch.full((self.index.shape[0], depth), math.inf, dtype=torch.float64)
+            n, b = self.index.shape[0], current.shape[0]
+            self.codes = np.zeros((n if self.coded and n * b <= CODED_BYTES else 0, b), np.uint8)
         else:
             delta = current - self.previous
             step = torch.linalg.vector_norm(delta, dim=1)
@@ -208,6 +226,15 @@ class BoundedAssignment:
         """Per row, its own drift since it was last scored (``_row_drift``), the other bound on that growth."""
         return (self.drift - self.drift_at).numpy()
 
+    def drift_since_rest(self) -> np.ndarray:
+        """Per row, its own drift since its bound on the centers not listed was made."""
+        return self.drift.numpy() - self.rest_drift_at
+
+    def rest_made(self, since_rest: np.ndarray) -> None:
+        """After a check pass: where it made the bound on the rest again (``since_rest`` set to 0), the row's drift now."""
+        made = since_rest == 0
+        self.rest_drift_at[made] = self.drift.numpy()[made]
+
     def _score(self, centers: torch.Tensor, rows: torch.Tensor) -> None:
         scores = self.scorer(centers, rows, self.candidates.shape[1])
         self.index[rows] = scores.index
@@ -217,8 +244,28 @@ class BoundedAssignment:
         self.upper[rows] = (scores.upper - self.moved[scores.candidates]).masked_fill_(
             scores.candidates == scores.index[:, None], -math.inf)
         self.rest[rows] = scores.rest
+        picked = rows.numpy()
+        self.rest_bound[picked] = scores.rest.numpy()
+        self.rest_at[picked] = self.iteration
+        self.rest_drift_at[picked] = self.drift.numpy()[picked]
+        if len(self.codes):
+            self._code(rows, scores)
         self.scored_at[rows] = self.iteration
         self.drift_at[rows] = self.drift[rows]
+
+
+    def _code(self, rows: torch.Tensor, scores) -> None:
+        """Each center's byte for the ``rows`` scored; a scorer without them (the bfloat16 screen) leaves
+        every center not listed at the bound on the rest, which still ages center by center."""
+        picked = rows.numpy()
+        if scores.codes is not None:
+            self.codes[picked] = scores.codes.numpy()
+            self.scale[picked] = scores.scale.numpy()
+            return
+        codes = np.zeros((len(picked), self.codes.shape[1]), np.uint8)
+        np.put_along_axis(codes, scores.candidates.numpy(), LISTED, axis=1)
+        self.codes[picked] = codes
+        self.scale[picked] = 0.0
 
 
 def steps_along_centers(centers, steps, center_norm, largest: float):

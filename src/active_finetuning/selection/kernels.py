@@ -36,6 +36,12 @@ ROUNDED_SERIAL_ROWS = 64
 # Rows whose own similarities are computed before their bounds are checked (640 KB of float32 rows
 # of 1,280: they stay in the L2 cache for the tightening).
 CHECK_BLOCK = 128
+# A center's byte code when the row lists it (its own bound is carried apart); codes 0..254 are steps
+# below the bound on the rest (``_top_rows``).
+LISTED = 255
+# The byte codes' range: gaps below the bound on the rest up to this share of the values' bound, beyond
+# it a center is coded at the range's end (still an upper bound).
+CODE_SPAN = 0.5
 
 
 def _compiled(function=None, **options):
@@ -59,19 +65,65 @@ def _dot(a, b):
     return total
 
 
-@_compiled(fastmath={"reassoc", "nnan", "nsz"})
-def _listed_top(upper, candidates, moved):
-    """``max_c upper[c] + moved[candidates[c]]``: the largest aged bound of a row's listed centers (a
-    maximum, exact in any order; reassociation lets it run in vector lanes; bounds are never NaN)."""
+@_compiled(fastmath={"reassoc", "nsz"})
+def _coded_rest(codes, rest, scale, moved, history, drift):
+    """The bound on the centers a row does not list, center by center: each center's byte code
+    (``rest - code·scale`` bounds its similarity at the row's scoring) aged by the smaller of that
+    center's own displacement since then (``moved - history``) and the row's drift; listed centers are
+    skipped. Reassociation only reorders a maximum and sums far inside the bounds' absolute margin."""
     top = -np.inf
-    for col in range(upper.shape[0]):
-        top = max(top, upper[col] + moved[candidates[col]])
+    for j in range(codes.shape[0]):
+        code = codes[j]
+        aged = rest - code * scale + min(moved[j] - history[j], drift)
+        top = max(top, aged if code != LISTED else -np.inf)
     return top
+
+
+@_compiled(fastmath={"reassoc", "nsz"})
+def _rest_reach(codes, rest, scale, moved, history, drift, lower):
+    """How many centers not listed have an aged coded bound (``_coded_rest``) at or above ``lower``."""
+    reach = 0
+    for j in range(codes.shape[0]):
+        reach += (codes[j] != LISTED) & (rest - codes[j] * scale + min(moved[j] - history[j], drift) >= lower)
+    return reach
+
+
+@_compiled
+def _tighten_rest(point, centers, codes, rest, scale, moved, history, drift, lower, error):
+    """``_coded_rest`` after computing exactly the centers not listed whose aged bound reaches ``lower``.
+    A center's new bound is coded as if made at the row's scoring, minus the ageing until now, so that
+    ageing it from then still bounds it (``bounds.BoundedAssignment``); ``inf`` if that does not fit
+    the codes' range (the row is scored again)."""
+    inverse = (1 - 1e-12) / scale
+    top = -np.inf
+    for j in range(codes.shape[0]):
+        if codes[j] == LISTED:
+            continue
+        ageing = min(moved[j] - history[j], drift)
+        aged = rest - codes[j] * scale + ageing
+        if aged >= lower:
+            made = np.float64(_dot(point, centers[j])) + error - ageing  # the bound, as of the scoring
+            if made > rest:
+                return np.inf
+            codes[j] = np.uint8(min(254.0, np.floor((rest - made) * inverse)))
+            aged = rest - codes[j] * scale + ageing
+        top = max(top, aged)
+    return top
+
+
+@_compiled(fastmath={"reassoc", "nsz"})
+def _listed_reach(upper, candidates, moved, lower):
+    """How many listed centers have an aged bound at or above ``lower``."""
+    reach = 0
+    for col in range(upper.shape[0]):
+        reach += upper[col] + moved[candidates[col]] >= lower
+    return reach
 
 
 @_compiled
 def _check_rows(points, centers, rows, index, start, stop, check, scored_at, candidates, upper, moved, rest,
-                since_scored, aged_since, error, own, keep):
+                since_scored, aged_since, codes, scale, history, rest_bound, rest_at, since_rest, now, limit, error,
+                own, keep):
     """For the positions ``start..stop-1``: ``own[i]``, the similarity of row ``rows[i]`` to its center
     ``index[rows[i]]``. With ``check``, also ``keep[i]``: whether the row provably keeps that center
     (``bounds.BoundedAssignment``), after tightening its listed centers if only they stood in the way;
@@ -94,11 +146,27 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                 keep[i] = False
                 continue
             lower = np.float64(own[i]) - error
-            bound_rest = rest[r] + min(aged_since[scored_at[r]], since_scored[r])
-            kept = lower > max(_listed_top(upper[r], candidates[r], moved), bound_rest)
-            if not kept and lower > bound_rest:
-                # Tightening the listed centers cannot save a row whose bound on the others fails too.
-                tightened += 1
+            bound_rest = rest_bound[r] + min(aged_since[rest_at[r]], since_rest[r])
+            exact = 0  # similarities within reach of ``lower``, to compute exactly for the row to keep its center
+            if lower <= bound_rest and codes.shape[0]:  # the one bound fails: try each center's
+                then = history[scored_at[r]]
+                exact = _rest_reach(codes[r], rest[r], scale[r], moved, then, since_scored[r], lower)
+                if exact == 0:
+                    bound_rest = _coded_rest(codes[r], rest[r], scale[r], moved, then, since_scored[r])
+                elif exact <= limit and scale[r] > 0:
+                    tightened += 1
+                    bound_rest = _tighten_rest(points[r], centers, codes[r], rest[r], scale[r], moved, then,
+                                               since_scored[r], lower, error)
+                if lower > bound_rest:  # the one bound, made again as of now
+                    rest_bound[r], rest_at[r], since_rest[r] = bound_rest, now, 0.0
+            if lower <= bound_rest:
+                keep[i] = False
+                continue
+            reach = _listed_reach(upper[r], candidates[r], moved, lower)
+            kept = reach == 0
+            if not kept and exact + reach <= limit:
+                # The listed centers within reach computed exactly: while few, cheaper than scoring the row.
+                tightened += exact == 0  # not counted yet
                 top = -np.inf
                 for col in range(candidates.shape[1]):
                     j = candidates[r, col]
@@ -144,12 +212,13 @@ def _kth_level(row, k, limit):
 
 
 @_compiled
-def _top_rows(values, depth, width, limit, error, index, best, candidates, upper, rest, start, stop):
+def _top_rows(values, depth, width, limit, error, index, best, candidates, upper, rest, codes, scale, start, stop):
     """For the rows ``start..stop-1`` of ``values``: the ``width`` largest values of each row
     (``screen.GemmScorer``; ties at the last place to the lowest columns), not sorted. ``index``: the
     column of the largest (the lowest among equal ones); ``best``: the two largest values. With ``depth``,
-    ``candidates`` and ``upper`` (value + ``error``) the ``depth`` largest, and ``rest`` an upper bound
-    on every other column: the ``depth + 1``-th largest + ``error`` (``-inf`` when every column is listed).
+    ``candidates`` and ``upper`` (value + ``error``) the ``depth`` largest, ``rest`` an upper bound
+    on every other column: the ``depth + 1``-th largest + ``error`` (``-inf`` when every column is listed),
+    and ``codes`` and ``scale`` an upper bound on each of them (``_code_row``).
     Returns the first row ``limit`` did not bound (its values are not finite), or ``-1``."""
     columns = values.shape[1]
     chosen = np.empty(columns, np.int64)
@@ -189,15 +258,38 @@ def _top_rows(values, depth, width, limit, error, index, best, candidates, upper
                 if row[chosen[p]] <= row[chosen[dropped]]:
                     dropped = p
             rest[r - start] = np.float64(row[chosen[dropped]]) + error[r - start]
+            scale[r - start] = _code_row(row, np.float64(row[chosen[dropped]]), limit * CODE_SPAN, codes[r - start])
         else:
             rest[r - start] = -np.inf
+            scale[r - start] = 0.0
         slot = 0
         for p in range(width):
             if p != dropped:
                 candidates[r - start, slot] = chosen[p]
                 upper[r - start, slot] = np.float64(row[chosen[p]]) + error[r - start]
+                codes[r - start, chosen[p]] = LISTED
                 slot += 1
     return -1
+
+
+@_compiled
+def _code_row(row, level, span, codes):
+    """Each value's gap below ``level`` (the largest value not listed) in steps of the returned scale,
+    rounded down and at most 254: ``level + error - code·scale`` is an upper bound on the value's true
+    similarity (``_coded_rest``). The scale spreads the 254 steps over the row's gaps, up to ``span``;
+    a gap beyond is coded 254, a value at or above ``level`` 0 (the listed ones are set apart after)."""
+    low = level
+    for col in range(row.shape[0]):
+        low = min(low, np.float64(row[col]))
+    step = min(level - low, span) / 254
+    if not step > 0:  # every value at the level (or none below it)
+        codes[:] = 0
+        return 0.0
+    inverse = (1 - 1e-12) / step  # rounding the steps down keeps code·step below the gap
+    for col in range(row.shape[0]):
+        gap = (level - np.float64(row[col])) * inverse  # a difference of two float32 values: exact
+        codes[col] = np.uint8(min(254.0, max(0.0, np.floor(gap))))
+    return step
 
 
 def top_rows(values: torch.Tensor, depth: int, limit: float, error: torch.Tensor):
@@ -212,17 +304,20 @@ def top_rows(values: torch.Tensor, depth: int, limit: float, error: torch.Tensor
     candidates = np.empty((n, listed), np.int64)
     upper = np.empty((n, listed), np.float64)
     rest = np.empty(n, np.float64)
+    codes = np.empty((n if depth else 0, columns), np.uint8)
+    scale = np.empty(n, np.float64)
     array, bounds = values.contiguous().numpy(), np.ascontiguousarray(error.numpy(), dtype=np.float64)
     failed = RowPass._run(lambda start, stop: _top_rows(
         array[start:stop], depth, width, limit, bounds[start:stop], index[start:stop], best[start:stop],
-        candidates[start:stop], upper[start:stop], rest[start:stop], 0, stop - start), n, TOP_SERIAL_ROWS)
+        candidates[start:stop], upper[start:stop], rest[start:stop], codes[start:stop], scale[start:stop],
+        0, stop - start), n, TOP_SERIAL_ROWS)
     failed = [f for f in failed if f >= 0]
     if failed:
         raise FloatingPointError(f"a similarity is not finite or exceeds its bound {limit!r}")
     result = torch.from_numpy(index), torch.from_numpy(best)
     if not depth:
-        return result + (None, None, None)
-    return result + (torch.from_numpy(candidates), torch.from_numpy(upper), torch.from_numpy(rest))
+        return result + (None, None, None, None, None)
+    return result + tuple(torch.from_numpy(a) for a in (candidates, upper, rest, codes, scale))
 
 
 @_compiled
@@ -267,7 +362,8 @@ class RowPass:
         self.points = points.contiguous()
         self.array = self.points.numpy()
         self._none = (np.zeros(0, np.int64), np.zeros((0, 1), np.int64), np.zeros((0, 1)), np.zeros(0),
-                      np.zeros(0), np.zeros(0), np.zeros(0))
+                      np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1), np.uint8), np.zeros(0),
+                      np.zeros((0, 1)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0, 0)
 
     def own(self, centers: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``⟨points[rows[p]], centers[index[p]]⟩`` for every ``p``."""
@@ -286,11 +382,15 @@ class RowPass:
         own = torch.empty(len(rows), dtype=self.points.dtype)
         keep = np.empty(len(rows), dtype=np.bool_)
         centers_array, rows_array = centers.contiguous().numpy(), _int64(rows)
+        since_rest = state.drift_since_rest()  # set to 0 where the pass makes the bound again
         arrays = (state.scored_at.numpy(), state.candidates.numpy(), state.upper.numpy(), state.moved.numpy(),
-                  state.rest.numpy(), state.drift_since_scored(), state.aged_since().numpy())
+                  state.rest.numpy(), state.drift_since_scored(), state.aged_since().numpy(), state.codes,
+                  state.scale, state.history.numpy(), state.rest_bound, state.rest_at, since_rest, state.iteration,
+                  state.tighten_limit)
         counts = self._run(lambda start, stop: _check_rows(
             self.array, centers_array, rows_array, state.index.numpy(), start, stop, True, *arrays,
             state.error_now, own.numpy(), keep), len(rows))
+        state.rest_made(since_rest)
         return own, keep, int(sum(counts))
 
     @staticmethod

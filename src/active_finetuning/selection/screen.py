@@ -49,6 +49,9 @@ class Scores:
     candidates: torch.Tensor | None = None  # (r, depth) int64
     upper: torch.Tensor | None = None  # (r, depth) float64
     rest: torch.Tensor | None = None  # (r,) float64
+    # Optional, a bound on each center not listed: ``rest - codes·scale`` (``kernels.LISTED`` for listed ones).
+    codes: torch.Tensor | None = None  # (r, centers) uint8
+    scale: torch.Tensor | None = None  # (r,) float64
 
 
 class Scratch:
@@ -118,11 +121,16 @@ class _Answer:
             self.candidates = torch.empty((n, listed), dtype=torch.int64)
             self.upper = torch.empty((n, listed), dtype=torch.float64)
             self.rest = torch.empty(n, dtype=torch.float64)
+        self.codes = self.scale = None
+
+    def coded(self, n: int, centers: int) -> None:
+        self.codes = torch.empty((n, centers), dtype=torch.uint8)
+        self.scale = torch.empty(n, dtype=torch.float64)
 
     def scores(self) -> Scores:
         if not self.depth:
             return Scores(self.index)
-        return Scores(self.index, self.candidates, self.upper, self.rest)
+        return Scores(self.index, self.candidates, self.upper, self.rest, self.codes, self.scale)
 
 
 def _center_max(centers: torch.Tensor) -> float:
@@ -151,13 +159,16 @@ class GemmScorer:
         # Every computed similarity is below this in magnitude (the top's bisection starts from it).
         limit = float(norm.max()) * _center_max(centers) * 1.001 + 1e-30 if n else 0.0
         answer = _Answer(n, depth, b)
+        if depth:
+            answer.coded(n, b)
         with exact_matmul():
             for out, block in _blocks(self.points, rows, self.chunk or rows_per_block(b), self.scratch):
                 values = block @ centers.T
                 first, best, *listed = top_rows(values, depth, limit, error[out])
                 answer.index[out] = _settle(block, centers, values, first, best, error[out])
                 if depth:
-                    answer.candidates[out], answer.upper[out], answer.rest[out] = listed
+                    (answer.candidates[out], answer.upper[out], answer.rest[out], answer.codes[out],
+                     answer.scale[out]) = listed
         return answer.scores()
 
 
