@@ -1,11 +1,13 @@
 """How many rows ActiveFT's bounds would score with tighter drifts: evidence, not a feature.
 
     python -m benchmarks.activeft_drift                           # the default (96 listed), then 32 and 128
+    python -m benchmarks.activeft_drift --variants path:96:32 flat:96 path:96:8
     python -m benchmarks.activeft_drift --variants path:16 exact:16 lowrank:16:64:1
 
-The default bounds (docs/selection.md, "Exact assignment") keep, per row, its 96 best centers and one
+The default bounds (docs/selection.md, "Exact assignment") keep, per row, its 96 best centers, one
 bound on every other, aged by the smaller of the largest path of any centroid (Cauchy–Schwarz) and the
-row's own drift, split along its own centroid and across it. Each variant runs
+row's own drift, split along its own centroid and across it, and a byte per other center, aged by its
+own path. Each variant runs
 ``fit_centroids`` with the defaults on the same pool and start, and prints the share of rows scored
 and tightened per iteration, the wall time, and whether it followed the default's trajectory (the
 same final centroids, bit for bit; a variant only changes which rows are looked at again):
@@ -14,7 +16,8 @@ same final centroids, bit for bit; a variant only changes which rows are looked 
   computed exactly per row to keep its center (else it is scored again);
 * ``flat:D:L`` — the same without a byte per center: the centers not listed share the one bound on the
   rest, aged by the largest displacement of any of them;
-* ``cauchy:D`` (and the two below, also without the bytes per center) — the bound before the split along the own centroid: every row's drift is Cauchy–Schwarz's;
+* ``cauchy:D`` (and the two below, also without the bytes per center) — the bound before the split
+  along the own centroid: every row's drift is Cauchy–Schwarz's;
 * ``exact:D`` — the bound on the centers not listed aged instead by the row's own drift, the exact
   largest change of its similarity to any centroid, summed over iterations (one N×B×d product per
   iteration: what a perfect per-row drift would save, at the cost of the product it is meant to skip);

@@ -19,12 +19,23 @@ A row keeps its center while
 
     own similarity − its rounding error > every other center's upper bound:
 
-then no other center can be the true maximum, nor tie with it. A row that fails on its listed
-centers only is *tightened* first (the listed centers within reach re-computed exactly, a few
-sampled dot products); a row that still fails, or fails on the bound for the others, is *scored
-again* by the scorer (the GEMM, or the bfloat16 screen), which yields its exact nearest center
-(``exact``) and fresh bounds. The assignment is therefore the exact nearest center of every row at
-every iteration: the same trajectory as scoring every row, at a fraction of the work.
+then no other center can be the true maximum, nor tie with it.
+
+The one bound on the centers not listed ages by the largest displacement of any of them, and a few
+centers move several times more than the median one. So each row also keeps a byte per center not
+listed (``codes``, while rows × centers stays under ``CODED_BYTES``): its similarity's gap below the
+bound on the rest at the row's scoring, in 254 steps, rounded so that it stays an upper bound, and
+aged by *that* center's own displacement (or the row's drift, if smaller). Where the one bound fails,
+the bytes are checked; where they pass, the one bound is made again from them, as of now.
+
+A row that fails is *tightened* first: the centers within reach (the few bytes, then the listed
+centers) computed exactly, sampled dot products, while there are at most ``TIGHTEN_LIMIT`` of them. A
+center's new byte is stored as if made at the row's scoring, minus its ageing until now: ageing it
+from then adds at least its ageing from now (``min(a + a', d + d') − min(a, d) ≥ min(a', d')``).
+A row that still fails, or has more centers within reach, is *scored again* by the scorer (the GEMM,
+or the bfloat16 screen), which yields its exact nearest center (``exact``) and fresh bounds. The
+assignment is therefore the exact nearest center of every row at every iteration: the same
+trajectory as scoring every row, at a fraction of the work.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ DEPTH = 96
 # Above this many bytes (rows × centers) the centers not listed share the one bound on the rest, without
 # a byte per center (``BoundedAssignment``).
 CODED_BYTES = 1 << 28
-# Similarities a row computes exactly to keep its center, at most, before it is scored again instead.
+# Similarities a row computes exactly to keep its center, at most, before it is scored again instead: a
+# GEMM row of 500 centers costs about as much as 150 such dot products, but a row with many centers within
+# reach has them again at the next iterations (CIFAR-10, AVX2: 4 and 16 were slower than 32, 64 no faster).
 TIGHTEN_LIMIT = 32
 
 
@@ -231,7 +244,8 @@ class BoundedAssignment:
         return self.drift.numpy() - self.rest_drift_at
 
     def rest_made(self, since_rest: np.ndarray) -> None:
-        """After a check pass: where it made the bound on the rest again (``since_rest`` set to 0), the row's drift now."""
+        """After a check pass: the row's drift now where the pass made the bound on the rest again (``since_rest``
+        set to 0 there)."""
         made = since_rest == 0
         self.rest_drift_at[made] = self.drift.numpy()[made]
 

@@ -1,16 +1,19 @@
 """Compiled loops over rows, where torch would make many passes (docs/selection.md, "Exact assignment", compiled passes).
 
 ``RowPass.check``: every row's similarity to its own center and the check of its carried bounds
-(``bounds.BoundedAssignment``), tightening them where only the listed centers stand in the way, in one
-pass over the pool while each row is in cache. As torch calls these are a sampled product over the
-pool, a dozen passes over per-row and per-row × 32 arrays, and a second sampled product over the rows
-tightened; torch has nothing that fuses them.
+(``bounds.BoundedAssignment``: the listed centers, the one bound on the rest, a byte per other center),
+tightening them where a few centers stand in the way, in one pass over the pool while each row is in
+cache. Maxima over a row are written as counts of values at or above the row's lower bound where only
+the verdict is needed: numba vectorises a count, not a floating-point maximum. As torch calls these
+are a sampled product over the pool, a dozen passes over per-row and per-row × 96 arrays, and a
+second sampled product over the rows tightened; torch has nothing that fuses them.
 
 ``rounded_within``: a float64 product rounded to float32 and the elements its error bound leaves
 undecided (``exact.rounded_products``), in one pass.
 
 ``top_rows``: the largest values of each row of a scored product (``screen.GemmScorer``), by bisection
-on a vectorised count where ``torch.topk`` sorts (about twice as fast on 500 centers).
+on a vectorised count where ``torch.topk`` sorts (about twice as fast on 500 centers), and each other
+value's byte below the bound on the rest.
 
 A row's own similarity is a dot product that one thread computes in one fixed order (the loop is
 vectorised once, at compile time): the same value with any number of threads, and the same from
@@ -126,8 +129,10 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                 own, keep):
     """For the positions ``start..stop-1``: ``own[i]``, the similarity of row ``rows[i]`` to its center
     ``index[rows[i]]``. With ``check``, also ``keep[i]``: whether the row provably keeps that center
-    (``bounds.BoundedAssignment``), after tightening its listed centers if only they stood in the way;
-    a row never scored is not kept and its own similarity is left alone. Returns the rows tightened.
+    (``bounds.BoundedAssignment``), after computing exactly the centers within reach while there are at
+    most ``limit`` (their bytes and listed bounds updated; the one bound on the rest made again as of
+    ``now`` where the bytes pass it, ``since_rest`` then 0); a row never scored is not kept and its own
+    similarity is left alone. Returns the rows tightened.
 
     Rows go in blocks of ``CHECK_BLOCK``: their own similarities first (one stream over the pool),
     then their bounds, while the block's rows are still in cache for the tightening."""
