@@ -263,15 +263,13 @@ class BoundedAssignment:
         self.rest_at[picked] = self.iteration
         self.rest_drift_at[picked] = self.drift.numpy()[picked]
         if len(self.codes):
-            self._code(rows, scores)
+            self._code(picked, scores)
         self.scored_at[rows] = self.iteration
         self.drift_at[rows] = self.drift[rows]
 
-
-    def _code(self, rows: torch.Tensor, scores) -> None:
-        """Each center's byte for the ``rows`` scored; a scorer without them (the bfloat16 screen) leaves
-        every center not listed at the bound on the rest, which still ages center by center."""
-        picked = rows.numpy()
+    def _code(self, picked: np.ndarray, scores) -> None:
+        """Each center's byte for the rows ``picked`` (scored); a scorer without them (the bfloat16 screen)
+        leaves every center not listed at the bound on the rest, which still ages center by center."""
         if scores.codes is not None:
             self.codes[picked] = scores.codes.numpy()
             self.scale[picked] = scores.scale.numpy()

@@ -69,22 +69,8 @@ def _dot(a, b):
 
 
 @_compiled(fastmath={"reassoc", "nsz"})
-def _coded_rest(codes, rest, scale, moved, history, drift):
-    """The bound on the centers a row does not list, center by center: each center's byte code
-    (``rest - code·scale`` bounds its similarity at the row's scoring) aged by the smaller of that
-    center's own displacement since then (``moved - history``) and the row's drift; listed centers are
-    skipped. Reassociation only reorders a maximum and sums far inside the bounds' absolute margin."""
-    top = -np.inf
-    for j in range(codes.shape[0]):
-        code = codes[j]
-        aged = rest - code * scale + min(moved[j] - history[j], drift)
-        top = max(top, aged if code != LISTED else -np.inf)
-    return top
-
-
-@_compiled(fastmath={"reassoc", "nsz"})
 def _rest_reach(codes, rest, scale, moved, history, drift, lower):
-    """How many centers not listed have an aged coded bound (``_coded_rest``) at or above ``lower``."""
+    """How many centers not listed have an aged byte (``_rest_from_codes``) at or above ``lower``."""
     reach = 0
     for j in range(codes.shape[0]):
         reach += (codes[j] != LISTED) & (rest - codes[j] * scale + min(moved[j] - history[j], drift) >= lower)
@@ -92,12 +78,13 @@ def _rest_reach(codes, rest, scale, moved, history, drift, lower):
 
 
 @_compiled
-def _tighten_rest(point, centers, codes, rest, scale, moved, history, drift, lower, error):
-    """``_coded_rest`` after computing exactly the centers not listed whose aged bound reaches ``lower``.
-    A center's new bound is coded as if made at the row's scoring, minus the ageing until now, so that
-    ageing it from then still bounds it (``bounds.BoundedAssignment``); ``inf`` if that does not fit
-    the codes' range (the row is scored again)."""
-    inverse = (1 - 1e-12) / scale
+def _rest_from_codes(point, centers, codes, rest, scale, moved, history, drift, lower, error):
+    """The bound on the centers a row does not list, center by center: each byte (``rest - code·scale``
+    bounds that similarity at the row's scoring) aged by the smaller of its center's own displacement since
+    then (``moved - history``) and the row's drift; listed centers skipped. A center whose aged byte reaches
+    ``lower`` is computed exactly first, its new bound coded as if made at the row's scoring, minus the
+    ageing until now, so that ageing it from then still bounds it (``bounds.BoundedAssignment``); ``inf``
+    if that does not fit the bytes (a bound above ``rest``, or no scale: the row is scored again)."""
     top = -np.inf
     for j in range(codes.shape[0]):
         if codes[j] == LISTED:
@@ -106,9 +93,9 @@ def _tighten_rest(point, centers, codes, rest, scale, moved, history, drift, low
         aged = rest - codes[j] * scale + ageing
         if aged >= lower:
             made = np.float64(_dot(point, centers[j])) + error - ageing  # the bound, as of the scoring
-            if made > rest:
+            if made > rest or not scale > 0:
                 return np.inf
-            codes[j] = np.uint8(min(254.0, np.floor((rest - made) * inverse)))
+            codes[j] = np.uint8(min(254.0, np.floor((rest - made) * ((1 - 1e-12) / scale))))
             aged = rest - codes[j] * scale + ageing
         top = max(top, aged)
     return top
@@ -156,12 +143,10 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
             if lower <= bound_rest and codes.shape[0]:  # the one bound fails: try each center's
                 then = history[scored_at[r]]
                 exact = _rest_reach(codes[r], rest[r], scale[r], moved, then, since_scored[r], lower)
-                if exact == 0:
-                    bound_rest = _coded_rest(codes[r], rest[r], scale[r], moved, then, since_scored[r])
-                elif exact <= limit and scale[r] > 0:
-                    tightened += 1
-                    bound_rest = _tighten_rest(points[r], centers, codes[r], rest[r], scale[r], moved, then,
-                                               since_scored[r], lower, error)
+                if exact <= limit:
+                    tightened += exact > 0 and scale[r] > 0
+                    bound_rest = _rest_from_codes(points[r], centers, codes[r], rest[r], scale[r], moved, then,
+                                                  since_scored[r], lower, error)
                 if lower > bound_rest:  # the one bound, made again as of now
                     rest_bound[r], rest_at[r], since_rest[r] = bound_rest, now, 0.0
             if lower <= bound_rest:
@@ -281,7 +266,7 @@ def _top_rows(values, depth, width, limit, error, index, best, candidates, upper
 def _code_row(row, level, span, codes):
     """Each value's gap below ``level`` (the largest value not listed) in steps of the returned scale,
     rounded down and at most 254: ``level + error - code·scale`` is an upper bound on the value's true
-    similarity (``_coded_rest``). The scale spreads the 254 steps over the row's gaps, up to ``span``;
+    similarity (``_rest_from_codes``). The scale spreads the 254 steps over the row's gaps, up to ``span``;
     a gap beyond is coded 254, a value at or above ``level`` 0 (the listed ones are set apart after)."""
     low = level
     for col in range(row.shape[0]):
@@ -299,7 +284,7 @@ def _code_row(row, level, span, codes):
 
 def top_rows(values: torch.Tensor, depth: int, limit: float, error: torch.Tensor):
     """The exact top of each row of a computed product (``_top_rows``), in threads over the rows:
-    ``(index, best, candidates, upper, rest)``, the last three ``None`` without ``depth``. ``limit``
+    ``(index, best, candidates, upper, rest, codes, scale)``, the last five ``None`` without ``depth``. ``limit``
     bounds every value's magnitude."""
     n, columns = values.shape
     width = min(max(depth + 1, 2), columns)
