@@ -178,8 +178,9 @@ def test_gradient_is_bitwise_identical_with_one_and_two_threads():
     assert loss_1 == loss_2
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_pull_sums_each_centroids_rows_with_their_weights_the_same_bits_on_any_threads(dtype):
+def test_float64_pull_sums_each_centroids_rows_with_their_weights_the_same_bits_on_any_threads():
+    # Float32 rows: tests/selection/test_pull.py.
+    dtype = torch.float64
     generator = torch.Generator().manual_seed(6)
     features = unit(torch.randn(9000, 1280, generator=generator)).to(dtype)
     subset = torch.sort(torch.randperm(9000, generator=generator)[:6000]).values

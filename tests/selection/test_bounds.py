@@ -165,8 +165,8 @@ def test_every_carried_bound_holds_after_every_step(dtype):
         index, _ = bounded(centers.to(dtype))
         truth = points.double() @ centers.double().T
         rows = torch.from_numpy(bounded.scored_at.numpy() >= 0).nonzero().squeeze(1)
-        listed = bounded.candidates[rows]
-        aged_listed = bounded.upper[rows] + bounded.moved[listed]
+        listed = bounded.candidates[rows].long()
+        aged_listed = bounded.upper[rows].double() + bounded.moved[listed]
         own = listed == bounded.index[rows, None]  # its similarity is computed at every step instead
         assert bool(((aged_listed >= truth[rows].gather(1, listed)) | own).all()), step
         others = truth[rows].scatter(1, listed, -math.inf)

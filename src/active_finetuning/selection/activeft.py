@@ -9,7 +9,8 @@ computed in closed form rather than by autograd over the N×B similarity matrix:
   centroid may have changed, with the fastest exact scorer of this machine (``screen``);
 * the similarity of each sample to its own centroid, ``m_i``, one sampled dot product per sample
   (the same values whichever way the assignment was found), O(N·d);
-* the pull on centroid ``k`` is the weighted sum of its samples (one bag per centroid), O(N·d);
+* the pull on centroid ``k`` is the weighted sum of its samples, O(N·d), summed exactly (``pull``): the
+  assignment's pass over the pool adds each row while it has it in cache;
 * the repulsion needs only the B×B Gram matrix, processed in column chunks, O(B·chunk) memory.
 
 So an iteration costs O(N·d + B²·d) plus the rows that are scored again, never an N×B or B×B
@@ -35,6 +36,7 @@ from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
 from .exact import reusable_operand, rounded_gram, rounded_products, sparse_rows
 from .optim import Adam, cosine_learning_rates
+from .pull import Pull
 from ..params import Interval, Params, parameter
 from .registry import Picks, register_selector
 from .screen import fastest_scorer, make_scorer
@@ -42,6 +44,7 @@ from ..seeding import numpy_generator, python_random
 from .similarity import (
     BLOCK_ELEMENTS,
     nearest_by_similarity,
+    row_norms,
     rows_per_block,
     snap_to_unique_samples,
 )
@@ -141,7 +144,9 @@ def fit_centroids(
     fixed = fixed.to(params.dtype) if fixed is not None and len(fixed) else None
     batch = min(params.pool_batch, n) if params.pool_batch else None
     sampler = numpy_generator(seed)
-    assign = _assignment(features, theta.shape[0] + (0 if fixed is None else len(fixed)), params, batch)
+    centers = theta.shape[0] + (0 if fixed is None else len(fixed))
+    assign = _assignment(features, centers, params, batch)
+    pull = Pull(features, centers, float(assign.scorer.norm.max())) if features.dtype == torch.float32 else None
     loss_value = float("nan")
     bar = progress_bar(range(params.iterations), desc="activeft", enabled=progress)
     for step in bar:
@@ -152,8 +157,14 @@ def fit_centroids(
             norms = theta.norm(dim=1, keepdim=True)
             centroids = theta / norms
             everything = centroids if fixed is None else torch.cat([centroids, fixed])
-            assigned, own = assign(everything, subset)
-            grad_c, loss_value = _centroid_gradient(features, centroids, fixed, params, assigned, own, subset)
+            # The Gram matrix first: the pull's weights need it, and the assignment's pass adds the pull.
+            logits = _Logits(everything, params.temperature, params.chunk_size) if params.loss_form == "official" else None
+            log_r = None if logits is None else _log_repulsion(logits)
+            if pull is not None:
+                pull.start(_shift(log_r, params, centers), params.temperature, n if subset is None else len(subset))
+            assigned, own = assign(everything, subset, pull)
+            grad_c, loss_value = _centroid_gradient(features, centroids, fixed, params, assigned, own, subset,
+                                                    logits, log_r, pull)
             _require_finite(loss_value, grad_c)
             # Chain rule through c = θ/‖θ‖ (normalisation inside the forward pass).
             radial = (grad_c * centroids).sum(dim=1, keepdim=True)
@@ -195,36 +206,39 @@ def _require_finite(loss_value: float, grad: torch.Tensor) -> None:
             "or lower lr")
 
 
-def _centroid_gradient(features, centroids, fixed, params: ActiveFTParams, assigned=None, own=None, subset=None):
+def _centroid_gradient(features, centroids, fixed, params: ActiveFTParams, assigned=None, own=None, subset=None,
+                       logits=None, log_r=None, pull: Pull | None = None):
     """Gradient of the loss with respect to the unit centroids, and the loss value, over the rows
     ``subset`` of ``features`` (all rows when ``None``).
 
-    ``assigned`` (each row's nearest centroid) and ``own`` (its similarity to it) come from the
-    assignment path; by default the dense GEMM and the sampled products compute them.
+    ``assigned`` (each row's nearest centroid), ``own`` (its similarity to it) and ``pull`` (the pull's sums
+    and weights) come from the assignment path; by default the dense GEMM and the sampled products compute
+    them. ``logits`` and ``log_r``: the Gram matrix's, if the caller has them.
     """
     tau = params.temperature
     b = centroids.shape[0]
     everything = centroids if fixed is None else torch.cat([centroids, fixed])
     chunk = params.chunk_size
+    rows = torch.arange(features.shape[0]) if subset is None else subset
     if assigned is None:
-        rows = features if subset is None else features[subset]
-        assigned = nearest_by_similarity(rows, everything, chunk)[0]
+        assigned = nearest_by_similarity(features[rows], everything, chunk)[0]
     if own is None:
-        own = own_similarity(features, everything, subset, assigned)
+        own = own_similarity(features, everything, rows, assigned)
     n = len(assigned)
     positive = own / tau  # m_i
     if params.loss_form == "official":
-        logits = _Logits(everything, tau, chunk)
-        log_r = _log_repulsion(logits)  # log R_j over moving and fixed centroids
-        z = math.log(params.balance) + log_r[assigned] - positive
-        weight = _blockwise(torch.sigmoid, z)  # dℓ_i/dz_i; ℓ_i = softplus(z_i)
-        loss_value = _mean(_blockwise(torch.nn.functional.softplus, z))
-        grad = -_assigned_sum(features, subset, assigned, weight, everything.shape[0]) / (n * tau)
+        logits = _Logits(everything, tau, chunk) if logits is None else logits
+        log_r = _log_repulsion(logits) if log_r is None else log_r  # log R_j over moving and fixed centroids
+        shift = _shift(log_r, params, everything.shape[0])
+        z = shift[assigned] - positive
+        sums, weight = _pulled(features, rows, assigned, own, shift, params, pull, z)  # weight: dℓ_i/dz_i
+        loss_value = _mean(_blockwise(torch.nn.functional.softplus, z))  # ℓ_i = softplus(z_i)
+        grad = -sums / (n * tau)
         per_center = torch.zeros(everything.shape[0], dtype=weight.dtype).index_add_(0, assigned, weight) / n
         grad += _repulsion_gradient(logits, per_center)
     else:  # the paper's two-term loss (self term excluded, no stop-gradient)
-        ones = torch.ones(n, dtype=positive.dtype)
-        grad = -_assigned_sum(features, subset, assigned, ones, everything.shape[0]) / (n * tau)
+        shift = _shift(None, params, everything.shape[0])
+        grad = -_pulled(features, rows, assigned, own, shift, params, pull, None)[0] / (n * tau)
         repulsion_grad, repulsion_value = _paper_repulsion(everything, tau, chunk)
         grad += params.balance / b * repulsion_grad
         loss_value = -_mean(positive) + params.balance * repulsion_value / b
@@ -250,23 +264,38 @@ def _mean(values: torch.Tensor) -> float:
     return sum(float(part.double().sum()) for part in values.split(SERIAL_ELEMENTS)) / max(1, values.numel())
 
 
-def _assigned_sum(features, subset, assigned, weight, centers: int) -> torch.Tensor:
-    """Σ_{i: k_i = j} w_i f_i over the rows ``subset`` for every centroid j: a weighted sum of each
-    centroid's rows, O(N·d), that reads the rows in place; each centroid's sum is made by one
-    thread in row order, so the bits do not depend on the thread count.
+def _shift(log_r, params: ActiveFTParams, centers: int) -> torch.Tensor:
+    """Per centroid j, ``log λ + log R_j``: a row's ``z_i`` is this at its centroid minus ``m_i`` (the official
+    loss); ``+inf`` for the paper's, whose pull gives every row the weight 1."""
+    if log_r is None:
+        return torch.full((centers,), math.inf, dtype=torch.float32)
+    return math.log(params.balance) + log_r
 
-    Float32 rows go through ``embedding_bag`` (one bag per centroid), whose vectorised float32
-    kernel runs at memory speed: on real assignments (skewed: some centroids hold ten times the
-    median's rows) about twice as fast as the CSR product that float64 rows keep (the bag's float64
-    path is serial); benchmarks/RESULTS.md, "The pull"."""
+
+def _pulled(features, rows, assigned, own, shift, params: ActiveFTParams, pull: Pull | None, z):
+    """The pull's sums ``Σ_{i: k_i = j} w_i f_i`` and weights ``w_i = σ(z_i)`` (1 where ``z`` is ``None``):
+    made by the assignment into ``pull`` where it was given; else float32 rows summed exactly here
+    (``pull.Pull``, the same bits), float64 rows in row order (``_assigned_sum``)."""
+    if pull is not None:
+        return pull.sums, pull.weights
+    centers = len(shift)
+    if features.dtype == torch.float32:
+        made = Pull(features, centers, float(row_norms(features).max()) if len(features) else 0.0)
+        made.start(shift, params.temperature, len(rows))
+        made.finish(rows, assigned, own, None)
+        return made.sums, made.weights
+    weight = torch.ones(len(assigned), dtype=features.dtype) if z is None else _blockwise(torch.sigmoid, z)
+    return _assigned_sum(features, rows, assigned, weight, centers), weight
+
+
+def _assigned_sum(features, rows, assigned, weight, centers: int) -> torch.Tensor:
+    """Σ_{i: k_i = j} w_i f_i over the float64 ``features[rows]`` for every centroid j, O(N·d), reading the
+    rows in place: each centroid's sum is made by one thread in row order (a CSR product), so the bits do
+    not depend on the thread count."""
     order = torch.argsort(assigned, stable=True)
     crow = torch.zeros(centers + 1, dtype=torch.int64)  # where each centroid's rows start in ``order``
     torch.cumsum(torch.bincount(assigned, minlength=centers), 0, out=crow[1:])
-    columns = order if subset is None else subset[order]
-    if features.dtype == torch.float32:
-        return torch.nn.functional.embedding_bag(columns, features, crow[:-1], mode="sum",
-                                                 per_sample_weights=weight[order].to(features.dtype))
-    return sparse_rows(crow, columns, weight[order], (centers, features.shape[0])) @ features
+    return sparse_rows(crow, rows[order], weight[order], (centers, features.shape[0])) @ features
 
 
 def _column_chunks(b: int, chunk: int | None):

@@ -79,14 +79,18 @@ class FullAssignment:
         self.scorer = scorer
         self.counts = {"visited": 0, "tightened": 0, "scored": 0}
 
-    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None):
-        """Each row's exact nearest center and its similarity to it."""
-        visited = self.scorer.points.shape[0] if rows is None else len(rows)
-        centers = centers.to(self.scorer.points.dtype)
-        self.counts["visited"] += visited
-        self.counts["scored"] += visited
+    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None, pull=None):
+        """Each row's exact nearest center and its similarity to it; ``pull`` (``pull.Pull``, started) finished."""
+        points = self.scorer.points
+        rows = torch.arange(points.shape[0]) if rows is None else rows
+        centers = centers.to(points.dtype)
+        self.counts["visited"] += len(rows)
+        self.counts["scored"] += len(rows)
         index = self.scorer(centers, rows).index
-        return index, own_similarity(self.scorer.points, centers, rows, index)
+        own = own_similarity(points, centers, rows, index)
+        if pull is not None:
+            pull.finish(rows, index, own, None)
+        return index, own
 
 
 class BoundedAssignment:
@@ -134,8 +138,9 @@ class BoundedAssignment:
         self.error_now = 0.0  # ``_error`` at the current iteration
 
     @torch.no_grad()
-    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None):
-        """Each row's exact nearest center and its similarity to it."""
+    def __call__(self, centers: torch.Tensor, rows: torch.Tensor | None = None, pull=None):
+        """Each row's exact nearest center and its similarity to it; ``pull`` (``pull.Pull``, started) finished:
+        the check pass adds the rows it keeps, the rows scored again are added after."""
         points = self.scorer.points
         rows = torch.arange(points.shape[0]) if rows is None else rows
         centers = centers.to(points.dtype)
@@ -146,7 +151,7 @@ class BoundedAssignment:
         before = self.index[rows]
         known = torch.from_numpy(self.scored_at.numpy()[rows.numpy()] >= 0)
         # One compiled pass: own similarities, the bounds' check and the tightening (``kernels``).
-        own, keep, tightened = self.passes.check(centers, rows, self)
+        own, keep, tightened = self.passes.check(centers, rows, self, pull)
         self.counts["tightened"] += tightened
         positions = torch.from_numpy(np.flatnonzero(~keep))
         if len(positions):
@@ -158,7 +163,10 @@ class BoundedAssignment:
         own_before = self.own_before.numpy()
         own_before.fill(math.nan)
         own_before[rows.numpy()] = own.numpy()
-        return self.index[rows], own
+        index = self.index[rows]
+        if pull is not None:  # the check pass added the rows scored before, to their centers then
+            pull.finish(rows, index, own, known.numpy() if pull.fused else None, before)
+        return index, own
 
     # ------------------------------------------------------------------------------------------
 
@@ -172,10 +180,14 @@ class BoundedAssignment:
             self.scored_at.fill_(-1)
             self.iteration = -1
             depth = min(self.depth, current.shape[0])
-            self.candidates = torch.zeros((self.index.shape[0], depth), dtype=torch.int64)
+            # Listed centers as int16 (int32 beyond 32,767 centers) and their bounds in float32, rounded up: a
+            # third of the bytes the check pass reads per row (``_round_up``; a float32 unit is ~1e-7 of the
+            # bound, far below the similarities' own rounding bound).
+            index_type = torch.int16 if current.shape[0] <= torch.iinfo(torch.int16).max else torch.int32
+            self.candidates = torch.zeros((self.index.shape[0], depth), dtype=index_type)
             self.drift.zero_()
             self.drift_at.zero_()
-            self.upper = torch.full((self.index.shape[0], depth), math.inf, dtype=torch.float64)
+            self.upper = torch.full((self.index.shape[0], depth), math.inf, dtype=torch.float32)
             n, b = self.index.shape[0], current.shape[0]
             self.codes = np.zeros((n if self.coded and n * b <= CODED_BYTES else 0, b), np.uint8)
         else:
@@ -252,11 +264,11 @@ class BoundedAssignment:
     def _score(self, centers: torch.Tensor, rows: torch.Tensor) -> None:
         scores = self.scorer(centers, rows, self.candidates.shape[1])
         self.index[rows] = scores.index
-        self.candidates[rows] = scores.candidates
+        self.candidates[rows] = scores.candidates.to(self.candidates.dtype)
         # The own center's entry is kept at ``-inf``: its similarity is computed exactly at every
         # iteration, and the center of a row changes only here.
-        self.upper[rows] = (scores.upper - self.moved[scores.candidates]).masked_fill_(
-            scores.candidates == scores.index[:, None], -math.inf)
+        self.upper[rows] = _round_up((scores.upper - self.moved[scores.candidates]).masked_fill_(
+            scores.candidates == scores.index[:, None], -math.inf))
         self.rest[rows] = scores.rest
         picked = rows.numpy()
         self.rest_bound[picked] = scores.rest.numpy()
@@ -278,6 +290,12 @@ class BoundedAssignment:
         np.put_along_axis(codes, scores.candidates.numpy(), LISTED, axis=1)
         self.codes[picked] = codes
         self.scale[picked] = 0.0
+
+
+def _round_up(values: torch.Tensor) -> torch.Tensor:
+    """Float64 ``values`` as the float32 values at or above them (``kernels._round_up``, the same)."""
+    single = values.float()
+    return torch.where(single.double() < values, torch.nextafter(single, torch.tensor(math.inf)), single)
 
 
 def steps_along_centers(centers, steps, center_norm, largest: float):
@@ -323,7 +341,13 @@ def _on_grid(along, left, right, center_norm, largest: float):
         settle |= low != high
     if bool(settle.any()):
         rows = settle.nonzero().squeeze(1)
-        exact = rounded_products(left[rows], right)
+        # Only the columns that may hold one of these rows' true extremes (each estimate is within ``gemm``
+        # of its product): the correctly rounded extreme of any set that holds the true one is the same.
+        near = along[rows].double()
+        width = 2 * gemm[rows, None] * (1 + 1e-6)
+        cols = ((near >= near.amax(dim=1, keepdim=True) - width)
+                | (near <= near.amin(dim=1, keepdim=True) + width)).any(dim=0).nonzero().squeeze(1)
+        exact = rounded_products(left[rows], right[cols])
         for bound, value in zip(bounds, (exact.amax(dim=1), -exact.amin(dim=1))):
             bound[rows] = torch.ceil((value.double() + rounded[rows] + gemm[rows] + copies[rows]) / grid) * grid
     return bounds[0], bounds[1]

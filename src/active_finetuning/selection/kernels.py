@@ -69,12 +69,20 @@ def _dot(a, b):
 
 
 @_compiled(fastmath={"reassoc", "nsz"})
-def _rest_reach(codes, rest, scale, moved, history, drift, lower):
-    """How many centers not listed have an aged byte (``_rest_from_codes``) at or above ``lower``."""
-    reach = 0
+def _rest_reach(codes, rest, scale, moved, history, drift, lower, step):
+    """How many centers not listed have an aged byte (``_rest_from_codes``) at or above ``lower``, and the lowest
+    of ``lower − step·{0, 1, 3, 7}`` that none reaches: where none reaches ``lower``, a bound on them all as of
+    now without their maximum (counts are vectorised, a floating-point maximum is not)."""
+    reach = near = middle = far = 0
     for j in range(codes.shape[0]):
-        reach += (codes[j] != LISTED) & (rest - codes[j] * scale + min(moved[j] - history[j], drift) >= lower)
-    return reach
+        aged = rest - codes[j] * scale + min(moved[j] - history[j], drift)
+        aged = aged if codes[j] != LISTED else -np.inf
+        reach += aged >= lower
+        near += aged >= lower - step
+        middle += aged >= lower - 3 * step
+        far += aged >= lower - 7 * step
+    level = 7 if far == 0 else 3 if middle == 0 else 1 if near == 0 else 0
+    return reach, lower - level * step
 
 
 @_compiled
@@ -101,6 +109,13 @@ def _rest_from_codes(point, centers, codes, rest, scale, moved, history, drift, 
     return top
 
 
+@_compiled
+def _round_up(value):
+    """The float32 value at or above float64 ``value``: a bound stored in float32 stays a bound."""
+    single = np.float32(value)
+    return single if np.float64(single) >= value else np.nextafter(single, np.float32(np.inf))
+
+
 @_compiled(fastmath={"reassoc", "nsz"})
 def _listed_reach(upper, candidates, moved, lower):
     """How many listed centers have an aged bound at or above ``lower``."""
@@ -112,14 +127,18 @@ def _listed_reach(upper, candidates, moved, lower):
 
 @_compiled
 def _check_rows(points, centers, rows, index, start, stop, check, scored_at, candidates, upper, moved, rest,
-                since_scored, aged_since, codes, scale, history, rest_bound, rest_at, since_rest, now, limit, error,
-                own, keep):
+                since_scored, aged_since, codes, scale, history, rest_bound, rest_at, since_rest, now, step, limit,
+                error, own, keep, shift, tau, magic, total, weight):
     """For the positions ``start..stop-1``: ``own[i]``, the similarity of row ``rows[i]`` to its center
     ``index[rows[i]]``. With ``check``, also ``keep[i]``: whether the row provably keeps that center
     (``bounds.BoundedAssignment``), after computing exactly the centers within reach while there are at
     most ``limit`` (their bytes and listed bounds updated; the one bound on the rest made again as of
-    ``now`` where the bytes pass it, ``since_rest`` then 0); a row never scored is not kept and its own
-    similarity is left alone. Returns the rows tightened.
+    ``now`` where the bytes pass it, ``since_rest`` then 0; ``step``: the largest displacement of the last
+    iteration, the spacing of the levels it is made at where no center needs computing, ``_rest_reach``);
+    a row never scored is not kept and its own
+    similarity is left alone. Returns the rows tightened. With a ``total`` (``pull.Pull``), each row scored
+    before also adds its weighted self to its center's sum while it is in cache (exact sums: a row that does
+    not keep its center is taken back as exactly, ``Pull.finish``).
 
     Rows go in blocks of ``CHECK_BLOCK``: their own similarities first (one stream over the pool),
     then their bounds, while the block's rows are still in cache for the tightening."""
@@ -130,6 +149,9 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
             r = rows[i]
             if not check or scored_at[r] >= 0:
                 own[i] = _dot(points[r], centers[index[r]])
+                if total.shape[0] and scored_at[r] >= 0:  # added now, while in cache; taken back if not kept
+                    weight[i] = _weight(own[i], shift[index[r]], tau)
+                    _add_row(points[r], weight[i], total[index[r]], magic)
         if not check:
             continue
         for i in range(first, last):
@@ -138,18 +160,20 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                 keep[i] = False
                 continue
             lower = np.float64(own[i]) - error
-            bound_rest = rest_bound[r] + min(aged_since[rest_at[r]], since_rest[r])
+            passed = lower > rest_bound[r] + min(aged_since[rest_at[r]], since_rest[r])
             exact = 0  # similarities within reach of ``lower``, to compute exactly for the row to keep its center
-            if lower <= bound_rest and codes.shape[0]:  # the one bound fails: try each center's
+            if not passed and codes.shape[0]:  # the one bound fails: try each center's
                 then = history[scored_at[r]]
-                exact = _rest_reach(codes[r], rest[r], scale[r], moved, then, since_scored[r], lower)
-                if exact <= limit:
-                    tightened += exact > 0 and scale[r] > 0
-                    bound_rest = _rest_from_codes(points[r], centers, codes[r], rest[r], scale[r], moved, then,
-                                                  since_scored[r], lower, error)
-                if lower > bound_rest:  # the one bound, made again as of now
-                    rest_bound[r], rest_at[r], since_rest[r] = bound_rest, now, 0.0
-            if lower <= bound_rest:
+                exact, made = _rest_reach(codes[r], rest[r], scale[r], moved, then, since_scored[r], lower, step)
+                passed = exact == 0
+                if 0 < exact <= limit:
+                    tightened += scale[r] > 0
+                    made = _rest_from_codes(points[r], centers, codes[r], rest[r], scale[r], moved, then,
+                                            since_scored[r], lower, error)
+                    passed = lower > made
+                if passed:  # the one bound, made again as of now
+                    rest_bound[r], rest_at[r], since_rest[r] = made, now, 0.0
+            if not passed:
                 keep[i] = False
                 continue
             reach = _listed_reach(upper[r], candidates[r], moved, lower)
@@ -163,11 +187,62 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                     value = upper[r, col] + moved[j]
                     if value >= lower:
                         value = np.float64(_dot(points[r], centers[j])) + error
-                        upper[r, col] = value - moved[j]
+                        upper[r, col] = _round_up(value - moved[j])
                     top = max(top, value)
                 kept = lower > top
             keep[i] = kept
     return tightened
+
+
+@_compiled(error_model="numpy")  # IEEE division: a τ that rounds to 0 in float32 gives ±inf, not an exception
+def _weight(own, shift, tau):
+    """``σ(shift − own/τ)``, ActiveFT's weight of a row in its center's pull (docs/selection.md, "The pull"):
+    ``own/τ`` and the difference in float32 as the loss computes them, the sigmoid in float64, rounded once."""
+    z = np.float32(shift) - np.float32(own) / np.float32(tau)
+    return np.float32(1.0 / (1.0 + np.exp(-np.float64(z))))
+
+
+@_compiled
+def _add_row(point, weight, total, magic):
+    """``total += weight·point`` with each product (exact in float64) rounded to the grid of ``magic``
+    (``Pull``), so that every sum is exact and the total the same in any order."""
+    w = np.float64(weight)
+    for k in range(point.shape[0]):
+        total[k] += (np.float64(point[k]) * w + magic) - magic
+
+
+@_compiled
+def _pull_positions(points, rows, index, own, positions, shift, tau, magic, total, weight, start, stop):
+    """The pull of the positions ``positions[start..stop-1]`` of ``rows`` (``index``, ``own`` and ``weight``
+    by position), into ``total``."""
+    for p in range(start, stop):
+        i = positions[p]
+        k = index[i]
+        weight[i] = _weight(own[i], shift[k], tau)
+        _add_row(points[rows[i]], weight[i], total[k], magic)
+
+
+@_compiled
+def _take_back(points, rows, index, positions, magic, total, weight, start, stop):
+    """Undo ``_pull_positions`` for ``positions[start..stop-1]`` (their ``index`` and ``weight`` as added):
+    the same rounded products subtracted, exactly."""
+    for p in range(start, stop):
+        i = positions[p]
+        _add_row(points[rows[i]], -weight[i], total[index[i]], magic)
+
+
+@_compiled
+def _pull_bags(points, rows, own, order, starts, shift, tau, magic, out, weight, start, stop):
+    """The pull center by center for the centers ``start..stop-1`` (their positions
+    ``order[starts[k]:starts[k+1]]``), each made whole by one thread: the same bits as ``_pull_positions``."""
+    total = np.zeros(points.shape[1])
+    for k in range(start, stop):
+        total[:] = 0.0
+        for q in range(starts[k], starts[k + 1]):
+            i = order[q]
+            weight[i] = _weight(own[i], shift[k], tau)
+            _add_row(points[rows[i]], weight[i], total, magic)
+        out[k] = total
 
 
 @_compiled(fastmath={"reassoc", "nsz"})
@@ -340,6 +415,10 @@ def rounded_within(wide: torch.Tensor, left: torch.Tensor, right: torch.Tensor):
     return torch.from_numpy(out), torch.from_numpy(rows), torch.from_numpy(cols)
 
 
+# The pull's arguments of a check pass that adds no row (``Pull.arguments``).
+_NO_PULL = (np.zeros(0, np.float32), np.float32(1), 0.0, np.zeros((0, 1)), np.zeros(0, np.float32))
+
+
 def _int64(values: torch.Tensor) -> np.ndarray:
     """A C-contiguous int64 array (one compiled specialisation of the pass, whatever view comes in)."""
     return np.ascontiguousarray(values.numpy(), dtype=np.int64)
@@ -351,9 +430,9 @@ class RowPass:
     def __init__(self, points: torch.Tensor):
         self.points = points.contiguous()
         self.array = self.points.numpy()
-        self._none = (np.zeros(0, np.int64), np.zeros((0, 1), np.int64), np.zeros((0, 1)), np.zeros(0),
+        self._none = (np.zeros(0, np.int64), np.zeros((0, 1), np.int16), np.zeros((0, 1), np.float32), np.zeros(0),
                       np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 1), np.uint8), np.zeros(0),
-                      np.zeros((0, 1)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0, 0)
+                      np.zeros((0, 1)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0), 0, 0.0, 0)
 
     def own(self, centers: torch.Tensor, rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``⟨points[rows[p]], centers[index[p]]⟩`` for every ``p``."""
@@ -363,51 +442,58 @@ class RowPass:
         index_array[rows_array] = index.numpy()
         self._run(lambda start, stop: _check_rows(
             self.array, centers_array, rows_array, index_array, start, stop, False, *self._none, 0.0, own,
-            np.zeros(0, np.bool_)), len(rows))
+            np.zeros(0, np.bool_), *_NO_PULL), len(rows))
         return torch.from_numpy(own)
 
-    def check(self, centers: torch.Tensor, rows: torch.Tensor, state) -> tuple[torch.Tensor, np.ndarray, int]:
+    def check(self, centers: torch.Tensor, rows: torch.Tensor, state, pull=None
+              ) -> tuple[torch.Tensor, np.ndarray, int]:
         """Own similarities of ``rows`` to their centers and which rows keep them (``state``: a
-        ``bounds.BoundedAssignment``); returns them and the number of rows tightened."""
+        ``bounds.BoundedAssignment``); returns them and the number of rows tightened. ``pull``: the rows
+        kept add their weighted selves to it (``pull.Pull``, when ``fused``), the others are left to ``finish``."""
         own = torch.empty(len(rows), dtype=self.points.dtype)
         keep = np.empty(len(rows), dtype=np.bool_)
         centers_array, rows_array = centers.contiguous().numpy(), _int64(rows)
         since_rest = state.drift_since_rest()  # set to 0 where the pass makes the bound again
+        aged = state.aged_since().numpy()
+        step = float(aged[-2]) if len(aged) > 1 else 0.0  # the largest displacement of the last iteration
         arrays = (state.scored_at.numpy(), state.candidates.numpy(), state.upper.numpy(), state.moved.numpy(),
-                  state.rest.numpy(), state.drift_since_scored(), state.aged_since().numpy(), state.codes,
-                  state.scale, state.history.numpy(), state.rest_bound, state.rest_at, since_rest, state.iteration,
+                  state.rest.numpy(), state.drift_since_scored(), aged, state.codes, state.scale,
+                  state.history.numpy(), state.rest_bound, state.rest_at, since_rest, state.iteration, step,
                   state.tighten_limit)
-        counts = self._run(lambda start, stop: _check_rows(
+        fused = pull is not None and pull.fused
+        counts = self._run(lambda start, stop, slot: _check_rows(
             self.array, centers_array, rows_array, state.index.numpy(), start, stop, True, *arrays,
-            state.error_now, own.numpy(), keep), len(rows))
+            state.error_now, own.numpy(), keep, *(pull.arguments(slot) if fused else _NO_PULL)), len(rows),
+            slotted=True)
         state.rest_made(since_rest)
         return own, keep, int(sum(counts))
 
     @staticmethod
-    def _run(task, count: int, serial: int = SERIAL_ROWS) -> list:
+    def _run(task, count: int, serial: int = SERIAL_ROWS, slotted: bool = False) -> list:
         """``task(start, stop)`` over contiguous parts of ``count`` positions, in up to torch's number of
         threads (the calling one among them) while each has at least ``serial`` positions; the results
         of every part, in no fixed order. Each position is computed by one thread, so the values do
         not depend on the count. The parts are handed out as threads ask for them, largest first (as
         OpenMP's guided schedule): a thread that shares its core (with torch's OpenMP threads, which
-        spin for a while after each operation, or with another process) takes fewer of them."""
+        spin for a while after each operation, or with another process) takes fewer of them.
+        ``slotted``: ``task(start, stop, slot)``, ``slot`` the thread's number (below torch's thread count)."""
         threads = min(max(1, torch.get_num_threads()), max(1, count // serial))
         if threads == 1:
-            return [task(0, count)]
+            return [task(0, count, 0) if slotted else task(0, count)]
         parts = iter(_guided(count, threads, serial // 2))
         lock = threading.Lock()
 
-        def work() -> list:
+        def work(slot: int) -> list:
             done = []
             while True:
                 with lock:
                     part = next(parts, None)
                 if part is None:
                     return done
-                done.append(task(*part))
+                done.append(task(*part, slot) if slotted else task(*part))
 
-        others = [_workers(threads - 1).submit(work) for _ in range(threads - 1)]
-        results = work()
+        others = [_workers(threads - 1).submit(work, slot) for slot in range(1, threads)]
+        results = work(0)
         for future in others:
             results += future.result()
         return results
