@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
-from .exact import reusable_operand, rounded_gram, rounded_products, sparse_rows
+from .exact import column_norms, reusable_operand, rounded_gram, rounded_products, sparse_rows
 from .optim import Adam, cosine_learning_rates
 from .pull import Pull
 from ..params import Interval, Params, parameter
@@ -316,6 +316,7 @@ class _Logits:
         self.wide = centroids.double()  # float64 copy for the correctly rounded products (B × d)
         # Right operands of every chunk's products (float64 ones sliced once, not once per chunk).
         self.pull_right = reusable_operand(centroids.T)
+        self.column_norms = column_norms(self.wide) if centroids.dtype == torch.float32 else None
         b = centroids.shape[0]
         self.kept = None
         if b * b <= BLOCK_ELEMENTS:  # the whole matrix at once, as a Gram matrix (symmetric, half the products)
@@ -351,7 +352,8 @@ def _repulsion_gradient(logits: _Logits, per_center):
     grad = torch.zeros_like(centroids)
     for rows, block in logits:
         weights = torch.softmax(block, dim=1)  # (chunk, B)
-        pulled = rounded_products(weights, logits.pull_right, wide_right=logits.wide.T)
+        pulled = rounded_products(weights, logits.pull_right, wide_right=logits.wide.T,
+                                  right_norms=logits.column_norms)
         grad[rows] = pulled * (per_center[rows, None] / logits.tau)
     return grad
 

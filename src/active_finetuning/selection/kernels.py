@@ -111,9 +111,26 @@ def _rest_from_codes(point, centers, codes, rest, scale, moved, history, drift, 
 
 @_compiled
 def _round_up(value):
-    """The float32 value at or above float64 ``value``: a bound stored in float32 stays a bound."""
-    single = np.float32(value)
-    return single if np.float64(single) >= value else np.nextafter(single, np.float32(np.inf))
+    """A float32 value at or above float64 ``value`` (a bound stored in float32 stays a bound): raised by
+    2⁻²² of itself and 2⁻¹⁴⁹, more than the float32 rounding can take off (half a unit, at most 2⁻²⁴ of
+    the value, or 2⁻¹⁵⁰ below float32's normal range); infinities as they are. Branch-free: vectorised."""
+    raised = value + abs(value) * 2.0**-22 + 2.0**-149
+    return np.float32(value if np.isinf(value) else raised)
+
+
+@_compiled
+def _round_up_rows(values, out):
+    """``_round_up`` of every element of the 2-D ``values`` into ``out``."""
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            out[i, j] = _round_up(values[i, j])
+
+
+def round_up(values: torch.Tensor) -> torch.Tensor:
+    """Float64 ``values`` (2-D) as float32 values at or above them (``_round_up``)."""
+    out = np.empty(values.shape, np.float32)
+    _round_up_rows(np.ascontiguousarray(values.numpy()), out)
+    return torch.from_numpy(out)
 
 
 @_compiled(fastmath={"reassoc", "nsz"})
@@ -232,9 +249,23 @@ def _take_back(points, rows, index, positions, magic, total, weight, start, stop
 
 
 @_compiled
+def _drain_totals(totals, out, start, stop):
+    """``out[k]``, the threads' ``totals[:, k]`` summed (exactly: multiples of the pull's grid) and rounded to
+    float32, for the centers ``start..stop-1``; the totals are left at zero for the next sum."""
+    for k in range(start, stop):
+        for d in range(totals.shape[2]):
+            value = 0.0
+            for t in range(totals.shape[0]):
+                value += totals[t, k, d]
+                totals[t, k, d] = 0.0
+            out[k, d] = value
+
+
+@_compiled
 def _pull_bags(points, rows, own, order, starts, shift, tau, magic, out, weight, start, stop):
     """The pull center by center for the centers ``start..stop-1`` (their positions
-    ``order[starts[k]:starts[k+1]]``), each made whole by one thread: the same bits as ``_pull_positions``."""
+    ``order[starts[k]:starts[k+1]]``), each made whole by one thread and rounded to float32 into ``out``: the
+    same bits as ``_pull_positions`` and ``_drain_totals``."""
     total = np.zeros(points.shape[1])
     for k in range(start, stop):
         total[:] = 0.0
@@ -242,7 +273,8 @@ def _pull_bags(points, rows, own, order, starts, shift, tau, magic, out, weight,
             i = order[q]
             weight[i] = _weight(own[i], shift[k], tau)
             _add_row(points[rows[i]], weight[i], total, magic)
-        out[k] = total
+        for d in range(total.shape[0]):
+            out[k, d] = total[d]
 
 
 @_compiled(fastmath={"reassoc", "nsz"})

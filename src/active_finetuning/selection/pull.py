@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from .kernels import RowPass, _int64, _pull_bags, _pull_positions, _take_back
+from .kernels import RowPass, _drain_totals, _int64, _pull_bags, _pull_positions, _take_back
 
 # Bytes of per-thread float64 totals (threads × centers × dim) up to which the sums are made in the check
 # pass; above, center by center after it (a second pass over the rows, the same bits).
@@ -41,7 +41,7 @@ class Pull:
         self.centers = centers
         self.norm_max = norm_max
         self.totals = np.zeros((0, centers, points.shape[1]))
-        self.fused = False
+        self.fused = self.dirty = False
         self.sums: torch.Tensor | None = None
         self.weights: torch.Tensor | None = None
 
@@ -51,8 +51,9 @@ class Pull:
         self.fused = threads * self.centers * self.array.shape[1] * 8 <= FUSED_BYTES
         if self.fused and len(self.totals) < threads:
             self.totals = np.zeros((threads, self.centers, self.array.shape[1]))
-        elif self.fused:
+        elif self.fused and self.dirty:  # a sum left unfinished (``finish`` leaves the totals at zero)
             self.totals.fill(0.0)
+        self.dirty = self.fused
         self.shift = np.ascontiguousarray(shift.numpy(), dtype=np.float32)
         self.tau = np.float32(tau)
         self.weight = np.empty(count, np.float32)
@@ -85,14 +86,16 @@ class Pull:
             RowPass._run(lambda start, stop, slot: _pull_positions(
                 self.array, rows_array, index_array, own_array, positions, self.shift, self.tau, self.magic,
                 self.totals[slot], self.weight, start, stop), len(positions), slotted=True)
-            total = self.totals.sum(axis=0)  # exact: every partial sum is a multiple of the grid
+        sums = np.empty((self.centers, self.array.shape[1]), np.float32)
+        if self.fused:
+            RowPass._run(lambda start, stop: _drain_totals(self.totals, sums, start, stop), self.centers, 8)
+            self.dirty = False
         else:
             order = np.argsort(index_array, kind="stable")
             starts = np.zeros(self.centers + 1, np.int64)
             np.cumsum(np.bincount(index_array, minlength=self.centers), out=starts[1:])
-            total = np.empty((self.centers, self.array.shape[1]))
             RowPass._run(lambda start, stop: _pull_bags(
-                self.array, rows_array, own_array, order, starts, self.shift, self.tau, self.magic, total,
+                self.array, rows_array, own_array, order, starts, self.shift, self.tau, self.magic, sums,
                 self.weight, start, stop), self.centers, 2)
-        self.sums = torch.from_numpy(total.astype(np.float32))
+        self.sums = torch.from_numpy(sums)
         self.weights = torch.from_numpy(self.weight)
