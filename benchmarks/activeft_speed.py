@@ -5,6 +5,7 @@
     python -m benchmarks.activeft_speed --noise-floor          # + what rounding alone does to the picks
     python -m benchmarks.activeft_speed --precision float64    # ours and the reference both in float64
     python -m benchmarks.activeft_speed --isa avx2             # as on a CPU without bfloat16 instructions
+    python -m benchmarks.activeft_speed --repeats 3 --cli      # medians of 3 runs of ours and of the CLI
 
 The reference is the test oracle ``tests/oracles/activeft_dense.py``: autograd over the full N×B
 similarity matrix, as in the official code. Both start from the same initial centroids
@@ -86,6 +87,10 @@ def main() -> None:
                         help=f"also make these runs ({', '.join(NOISE_RUNS)}; all when none is named) and report "
                              "the picks every pair of runs shares: how far rounding alone moves the selection")
     parser.add_argument("--cli", action="store_true", help="also time the whole CLI select from the Parquet artifact")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of ours (and of the CLI) whose median is compared, half of them before the "
+                             "reference and half after, so that a machine whose speed drifts during the "
+                             "reference's minutes weighs on both sides; each must make the same picks")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: run limited to AVX2 instructions (see above)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
@@ -151,17 +156,35 @@ def run(args) -> dict:
     figures = {"n": n, "d": dim, "budget": args.budget, "iterations": args.iterations,
                "threads": args.threads, "seed": args.seed, "precision": args.precision, "machine": machine(),
                "gemm": gemm_rates(features, args.budget, args.gemm_repeats)}
-    selection, wall, cpu = timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
-                                                iterations=args.iterations, precision=args.precision))
-    ours = [int(i) for i in selection.indices]
-    figures["ours"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": selection.metadata["info"]["final_loss"],
-                       "assignment": selection.metadata["info"]["assignment"]}
-    if args.cli:
-        figures["cli_seconds"] = cli_seconds(args)
+    runs, cli_runs = [], []
+
+    def ours_and_cli() -> None:
+        runs.append(timed(lambda: select(table, args.budget, "activeft", seed=args.seed,
+                                         iterations=args.iterations, precision=args.precision)))
+        if args.cli:
+            cli_runs.append(cli_seconds(args))
+
+    repeats = max(1, args.repeats)
+    for _ in range((repeats + 1) // 2):
+        ours_and_cli()
     dtype = getattr(torch, args.precision)
     (reference, reference_loss), wall, cpu = timed(lambda: dense_activeft(features, args.budget, seed=args.seed,
                                                                           iterations=args.iterations, dtype=dtype))
     figures["reference"] = {"seconds": wall, "cpu_seconds": cpu, "final_loss": reference_loss}
+    for _ in range(repeats // 2):
+        ours_and_cli()
+    selection = runs[0][0]
+    ours = [int(i) for i in selection.indices]
+    if any([int(i) for i in run[0].indices] != ours for run in runs):
+        raise RuntimeError("two runs of ours made different picks")
+    figures["ours"] = {"seconds": statistics.median(run[1] for run in runs),
+                       "cpu_seconds": statistics.median(run[2] for run in runs),
+                       "runs_seconds": [run[1] for run in runs],
+                       "final_loss": selection.metadata["info"]["final_loss"],
+                       "assignment": selection.metadata["info"]["assignment"]}
+    if args.cli:
+        figures["cli_seconds"] = statistics.median(cli_runs)
+        figures["cli_runs_seconds"] = cli_runs
     figures["speedup"] = figures["reference"]["seconds"] / figures["ours"]["seconds"]
     figures["speedup_cpu"] = figures["reference"]["cpu_seconds"] / figures["ours"]["cpu_seconds"]
     if "cli_seconds" in figures:
@@ -273,6 +296,15 @@ def memory_child(args) -> dict:
     return {"peak_rss_mib": peak_rss_mib(), "after_loading_mib": loaded}
 
 
+def _runs(seconds, what: str) -> str:
+    """The single runs behind a median, with how many came after the reference."""
+    if not seconds or len(seconds) < 2:
+        return ""
+    first = (len(seconds) + 1) // 2
+    listed = ", ".join(f"{s:.1f}" for s in seconds[:first]) + " | " + ", ".join(f"{s:.1f}" for s in seconds[first:])
+    return f" (median of {len(seconds)} runs of {what}: {listed} s, before | after the reference)"
+
+
 def report(f: dict) -> str:
     g, it = f["gemm"], f["iterations"]
     ours, ref = f["ours"], f["reference"]
@@ -289,10 +321,10 @@ def report(f: dict) -> str:
         f"reference (dense autograd): {ref['seconds']:.1f} s wall ({ref['seconds'] / it:.3f} s/iteration), "
         f"{ref['cpu_seconds']:.1f} s CPU",
         f"ours:                       {ours['seconds']:.1f} s wall ({ours['seconds'] / it:.3f} s/iteration), "
-        f"{ours['cpu_seconds']:.1f} s CPU",
+        f"{ours['cpu_seconds']:.1f} s CPU" + _runs(ours.get("runs_seconds"), "ours"),
         f"speed-up: {f['speedup']:.2f}x wall, {f['speedup_cpu']:.2f}x CPU time"
         + (f"; whole CLI from Parquet {f['cli_seconds']:.1f} s, {f['speedup_cli']:.2f}x"
-           if "cli_seconds" in f else ""),
+           + _runs(f.get("cli_runs_seconds"), "CLI") if "cli_seconds" in f else ""),
         f"shared picks: {f['shared_picks']}/{f['budget']} (same order: {f['same_order']})",
         f"final objective: ours {ours['final_loss']:.6f}, reference {ref['final_loss']:.6f}, "
         f"relative difference {f['loss_relative_difference']:.2e}",
