@@ -48,7 +48,7 @@ import torch
 from .exact import FP32_UNIT, MARGIN, dot_error, exact_matmul, rounded_products
 from .kernels import LISTED, RowPass, round_up
 
-# Centers listed per row with their own upper bounds (beyond them one bound covers the rest; 16·DEPTH bytes
+# Centers listed per row with their own upper bounds (beyond them one bound covers the rest; 6·DEPTH bytes
 # per row): on the CIFAR-10 features 96 score 5.4% of the rows against 7.5% with 32, 2–5 s less over 300
 # iterations on an AVX2 CPU, the compiled check and top costing little more per row (benchmarks/RESULTS.md).
 DEPTH = 96
@@ -181,7 +181,7 @@ class BoundedAssignment:
             self.iteration = -1
             depth = min(self.depth, current.shape[0])
             # Listed centers as int16 (int32 beyond 32,767 centers) and their bounds in float32, rounded up: a
-            # third of the bytes the check pass reads per row (``_round_up``; a float32 unit is ~1e-7 of the
+            # third of the bytes the check pass reads per row (``kernels.round_up``; a float32 unit is ~1e-7 of the
             # bound, far below the similarities' own rounding bound).
             index_type = torch.int16 if current.shape[0] <= torch.iinfo(torch.int16).max else torch.int32
             self.candidates = torch.zeros((self.index.shape[0], depth), dtype=index_type)

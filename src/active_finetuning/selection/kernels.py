@@ -152,10 +152,9 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
     most ``limit`` (their bytes and listed bounds updated; the one bound on the rest made again as of
     ``now`` where the bytes pass it, ``since_rest`` then 0; ``step``: the largest displacement of the last
     iteration, the spacing of the levels it is made at where no center needs computing, ``_rest_reach``);
-    a row never scored is not kept and its own
-    similarity is left alone. Returns the rows tightened. With a ``total`` (``pull.Pull``), each row scored
-    before also adds its weighted self to its center's sum while it is in cache (exact sums: a row that does
-    not keep its center is taken back as exactly, ``Pull.finish``).
+    a row never scored is not kept and its own similarity is left alone. Returns the rows tightened. With a
+    ``total`` (``pull.Pull``), each row scored before also adds its weighted self to its center's sum while
+    it is in cache (exact sums: a row that does not keep its center is taken back as exactly, ``Pull.finish``).
 
     Rows go in blocks of ``CHECK_BLOCK``: their own similarities first (one stream over the pool),
     then their bounds, while the block's rows are still in cache for the tightening."""

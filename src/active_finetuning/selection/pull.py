@@ -36,8 +36,7 @@ class Pull:
     def __init__(self, points: torch.Tensor, centers: int, norm_max: float):
         if points.dtype != torch.float32:
             raise TypeError("Pull sums float32 rows")
-        self.points = points.contiguous()
-        self.array = self.points.numpy()
+        self.array = points.contiguous().numpy()
         self.centers = centers
         self.norm_max = norm_max
         self.totals = np.zeros((0, centers, points.shape[1]))
@@ -73,6 +72,7 @@ class Pull:
         similarity to it), given the positions already ``added`` by the check pass, to the centers ``added_to``:
         those now with another center are taken back and added again, those not added are added."""
         rows_array, index_array, own_array = _int64(rows), _int64(index), own.numpy()
+        sums = np.empty((self.centers, self.array.shape[1]), np.float32)
         if self.fused:
             if added is None:
                 positions = np.arange(len(rows_array))
@@ -86,8 +86,6 @@ class Pull:
             RowPass._run(lambda start, stop, slot: _pull_positions(
                 self.array, rows_array, index_array, own_array, positions, self.shift, self.tau, self.magic,
                 self.totals[slot], self.weight, start, stop), len(positions), slotted=True)
-        sums = np.empty((self.centers, self.array.shape[1]), np.float32)
-        if self.fused:
             RowPass._run(lambda start, stop: _drain_totals(self.totals, sums, start, stop), self.centers, 8)
             self.dirty = False
         else:
