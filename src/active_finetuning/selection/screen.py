@@ -154,10 +154,11 @@ class GemmScorer:
         b = centers.shape[0]
         centers = centers.to(self.points.dtype)
         norm = self.norm if rows is None else self.norm[rows]
+        center_max = _center_max(centers)
         # Every computed similarity is within ``error`` of the true one.
-        error = dot_error(self.points.shape[1], centers.dtype) * norm * _center_max(centers) * (1 + MARGIN)
+        error = dot_error(self.points.shape[1], centers.dtype) * norm * center_max * (1 + MARGIN)
         # Every computed similarity is below this in magnitude (the top's bisection starts from it).
-        limit = float(norm.max()) * _center_max(centers) * 1.001 + 1e-30 if n else 0.0
+        limit = float(norm.max()) * center_max * 1.001 + 1e-30 if n else 0.0
         answer = _Answer(n, depth, b)
         if depth:
             answer.coded(n, b)
