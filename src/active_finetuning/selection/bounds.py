@@ -130,6 +130,7 @@ class BoundedAssignment:
         self.drift_at = torch.zeros(n, dtype=torch.float64)
         self.own_before = torch.full((n,), math.nan, dtype=torch.float64)
         self.previous: torch.Tensor | None = None
+        self.previous_norm: torch.Tensor | None = None  # the norms of ``previous``'s rows
         self.moved: torch.Tensor | None = None  # accumulated displacement per center (float64)
         self.history: torch.Tensor | None = None  # ``moved`` at every iteration so far
         self.iteration = -1
@@ -146,7 +147,7 @@ class BoundedAssignment:
         centers = centers.to(points.dtype)
         self._advance(centers)
         self.counts["visited"] += len(rows)
-        self.error_now = self._error(centers)
+        self.error_now = self._error()
         self.passes = self.passes or RowPass(points)
         before = self.index[rows]
         known = torch.from_numpy(self.scored_at.numpy()[rows.numpy()] >= 0)
@@ -197,6 +198,7 @@ class BoundedAssignment:
             self.moved += step * self.norm_max * (1 + MARGIN)
             self.drift += self._row_drift(delta, float(step.max()) * (1 + MARGIN))
         self.previous = current
+        self.previous_norm = torch.linalg.vector_norm(current, dim=1)
         self.iteration += 1
         if self.history.shape[0] <= self.iteration:  # grow by doubling
             grown = torch.empty((max(8, 2 * self.history.shape[0]), current.shape[0]), dtype=torch.float64)
@@ -208,7 +210,7 @@ class BoundedAssignment:
         """Per row, a bound on how much its similarity to any center rose in this step: along its own
         center and across it (module docstring), never more than Cauchy–Schwarz's ``‖f‖·max_j ‖Δ_j‖``."""
         before = self.previous  # the centers the own similarities were computed with (float64)
-        center_norm = torch.linalg.vector_norm(before, dim=1)
+        center_norm = self.previous_norm
         towards, away = steps_along_centers(before, delta, center_norm, largest)
         # Per-row arithmetic in NumPy: the same IEEE operations as torch's, one thread, so that these
         # ~40 small passes over N rows do not each wake torch's idle threads (measured: RESULTS, "Fixed costs").
@@ -235,10 +237,10 @@ class BoundedAssignment:
         drift[known] = bound
         return torch.from_numpy(drift)
 
-    def _error(self, centers: torch.Tensor) -> float:
-        """Bound on the rounding of one computed similarity (a sampled dot product) now, plus an
-        absolute margin for the float64 bookkeeping of the aged bounds."""
-        center_max = float(torch.linalg.vector_norm(centers.detach().double(), dim=1).max())
+    def _error(self) -> float:
+        """Bound on the rounding of one computed similarity (a sampled dot product) with the centers of the last
+        ``_advance``, plus an absolute margin for the float64 bookkeeping of the aged bounds."""
+        center_max = float(self.previous_norm.max())
         value = dot_error(self.dim, self.dtype) * self.norm_max * center_max * (1 + MARGIN)
         return value + 1e-12 * (1 + float(self.moved.max()))
 
