@@ -68,45 +68,76 @@ def _dot(a, b):
     return total
 
 
-@_compiled(fastmath={"reassoc", "nsz"})
-def _rest_reach(codes, rest, scale, moved, history, drift, lower, step):
-    """How many centers not listed have an aged byte (``_rest_from_codes``) at or above ``lower``, and the lowest
-    of ``lower − step·{0, 1, 3, 7}`` that none reaches: where none reaches ``lower``, a bound on them all as of
-    now without their maximum (counts are vectorised, a floating-point maximum is not)."""
-    reach = near = middle = far = 0
-    for j in range(codes.shape[0]):
-        aged = rest - codes[j] * scale + min(moved[j] - history[j], drift)
-        aged = aged if codes[j] != LISTED else -np.inf
-        reach += aged >= lower
-        near += aged >= lower - step
-        middle += aged >= lower - 3 * step
-        far += aged >= lower - 7 * step
-    level = 7 if far == 0 else 3 if middle == 0 else 1 if near == 0 else 0
-    return reach, lower - level * step
+@_compiled
+def _aged(code, rest, scale, ageing):
+    """A center's byte aged to now (``rest - code·scale`` bounds its similarity at the row's scoring, ``ageing``
+    since then); ``-inf`` for a listed center."""
+    aged = rest - code * scale + ageing
+    return aged if code != LISTED else -np.inf
 
 
 @_compiled
-def _rest_from_codes(point, centers, codes, rest, scale, moved, history, drift, lower, error):
-    """The bound on the centers a row does not list, center by center: each byte (``rest - code·scale``
-    bounds that similarity at the row's scoring) aged by the smaller of its center's own displacement since
-    then (``moved - history``) and the row's drift; listed centers skipped. A center whose aged byte reaches
-    ``lower`` is computed exactly first, its new bound coded as if made at the row's scoring, minus the
-    ageing until now, so that ageing it from then still bounds it (``bounds.BoundedAssignment``); ``inf``
-    if that does not fit the bytes (a bound above ``rest``, or no scale: the row is scored again)."""
-    top = -np.inf
+def _part_shift(centers):
+    """``s`` such that parts of ``2**s`` centers (at least 8) number at most 64: one bit each in an int64."""
+    shift = 3
+    while (centers - 1) >> shift >= 64:
+        shift += 1
+    return shift
+
+
+@_compiled
+def _rest_reach(codes, rest, scale, moved, history, drift, lower, step, shift):
+    """How many centers not listed have an aged byte (``_aged``: the smaller of its center's own displacement
+    since the row's scoring, ``moved - history``, and the row's drift) at or above ``lower − step·{0, 1, 3, 7}``,
+    and the parts of ``2**shift`` centers with one at or above ``lower`` (bit ``p``: centers from ``p·2**shift``).
+    Counts are vectorised, a floating-point maximum is not; without fast-math, each value has the same bits as
+    ``_tighten_rest``'s, which visits the flagged parts one center at a time."""
+    reach = near = middle = far = parts = 0
     for j in range(codes.shape[0]):
-        if codes[j] == LISTED:
+        aged = _aged(codes[j], rest, scale, min(moved[j] - history[j], drift))
+        reach += aged >= lower
+        parts |= np.int64(aged >= lower) << (j >> shift)
+        near += aged >= lower - step
+        middle += aged >= lower - 3 * step
+        far += aged >= lower - 7 * step
+    return reach, near, middle, far, parts
+
+
+@_compiled
+def _rest_level(near, middle, far, lower, step):
+    """The lowest of ``lower − step·{0, 1, 3, 7}`` that no center reaches, given how many reach the last three
+    (``_rest_reach``): where none reaches ``lower``, a bound on them all as of now without their maximum."""
+    level = 7 if far == 0 else 3 if middle == 0 else 1 if near == 0 else 0
+    return lower - level * step
+
+
+@_compiled
+def _tighten_rest(point, centers, codes, rest, scale, moved, history, drift, lower, step, error, counts, parts,
+                  shift):
+    """The bound on the centers a row does not list, as of now (``_rest_level``), after computing exactly each
+    center whose aged byte reaches ``lower`` (``counts`` and ``parts``: ``_rest_reach``'s): its new bound is coded
+    as if made at the row's scoring, minus the ageing until now, so that ageing it from then still bounds it
+    (``bounds.BoundedAssignment``), and the counts follow. ``inf`` where a center still reaches ``lower``, or its
+    bound does not fit the bytes (above ``rest``, or no scale): the row is scored again."""
+    reach, near, middle, far = counts
+    for part in range(64):
+        if not (parts >> part) & 1:
             continue
-        ageing = min(moved[j] - history[j], drift)
-        aged = rest - codes[j] * scale + ageing
-        if aged >= lower:
+        for j in range(part << shift, min(codes.shape[0], (part + 1) << shift)):
+            ageing = min(moved[j] - history[j], drift)
+            aged = _aged(codes[j], rest, scale, ageing)
+            if not aged >= lower:
+                continue
             made = np.float64(_dot(point, centers[j])) + error - ageing  # the bound, as of the scoring
             if made > rest or not scale > 0:
                 return np.inf
             codes[j] = np.uint8(min(254.0, np.floor((rest - made) * ((1 - 1e-12) / scale))))
-            aged = rest - codes[j] * scale + ageing
-        top = max(top, aged)
-    return top
+            aged = _aged(codes[j], rest, scale, ageing)  # it reached every level before
+            reach += (aged >= lower) - 1
+            near += (aged >= lower - step) - 1
+            middle += (aged >= lower - 3 * step) - 1
+            far += (aged >= lower - 7 * step) - 1
+    return np.inf if reach else _rest_level(near, middle, far, lower, step)
 
 
 @_compiled
@@ -133,13 +164,16 @@ def round_up(values: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@_compiled(fastmath={"reassoc", "nsz"})
-def _listed_reach(upper, candidates, moved, lower):
-    """How many listed centers have an aged bound at or above ``lower``."""
-    reach = 0
+@_compiled
+def _listed_reach(upper, candidates, moved, lower, shift):
+    """How many listed centers have an aged bound at or above ``lower``, and the parts of ``2**shift`` columns
+    with one (bit ``p``: columns from ``p·2**shift``); vectorised, the same bits as the check pass's values."""
+    reach = parts = 0
     for col in range(upper.shape[0]):
-        reach += upper[col] + moved[candidates[col]] >= lower
-    return reach
+        reached = upper[col] + moved[candidates[col]] >= lower
+        reach += reached
+        parts |= np.int64(reached) << (col >> shift)
+    return reach, parts
 
 
 @_compiled
@@ -159,6 +193,7 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
     Rows go in blocks of ``CHECK_BLOCK``: their own similarities first (one stream over the pool),
     then their bounds, while the block's rows are still in cache for the tightening."""
     tightened = 0
+    part_shift, listed_shift = _part_shift(codes.shape[1]), _part_shift(candidates.shape[1])
     for first in range(start, stop, CHECK_BLOCK):
         last = min(stop, first + CHECK_BLOCK)
         for i in range(first, last):
@@ -180,32 +215,37 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
             exact = 0  # similarities within reach of ``lower``, to compute exactly for the row to keep its center
             if not passed and codes.shape[0]:  # the one bound fails: try each center's
                 then = history[scored_at[r]]
-                exact, made = _rest_reach(codes[r], rest[r], scale[r], moved, then, since_scored[r], lower, step)
+                exact, near, middle, far, parts = _rest_reach(codes[r], rest[r], scale[r], moved, then,
+                                                              since_scored[r], lower, step, part_shift)
                 passed = exact == 0
+                made = _rest_level(near, middle, far, lower, step)
                 if 0 < exact <= limit:
                     tightened += scale[r] > 0
-                    made = _rest_from_codes(points[r], centers, codes[r], rest[r], scale[r], moved, then,
-                                            since_scored[r], lower, error)
-                    passed = lower > made
+                    made = _tighten_rest(points[r], centers, codes[r], rest[r], scale[r], moved, then,
+                                         since_scored[r], lower, step, error, (exact, near, middle, far), parts,
+                                         part_shift)
+                    passed = made < np.inf
                 if passed:  # the one bound, made again as of now
                     rest_bound[r], rest_at[r], since_rest[r] = made, now, 0.0
             if not passed:
                 keep[i] = False
                 continue
-            reach = _listed_reach(upper[r], candidates[r], moved, lower)
+            reach, parts = _listed_reach(upper[r], candidates[r], moved, lower, listed_shift)
             kept = reach == 0
             if not kept and exact + reach <= limit:
-                # The listed centers within reach computed exactly: while few, cheaper than scoring the row.
+                # The listed centers within reach computed exactly: while few, cheaper than scoring the row. The
+                # others are below ``lower``: the row keeps its center if these are too.
                 tightened += exact == 0  # not counted yet
-                top = -np.inf
-                for col in range(candidates.shape[1]):
-                    j = candidates[r, col]
-                    value = upper[r, col] + moved[j]
-                    if value >= lower:
-                        value = np.float64(_dot(points[r], centers[j])) + error
-                        upper[r, col] = _round_up(value - moved[j])
-                    top = max(top, value)
-                kept = lower > top
+                kept = True
+                for part in range(64):
+                    if not (parts >> part) & 1:
+                        continue
+                    for col in range(part << listed_shift, min(candidates.shape[1], (part + 1) << listed_shift)):
+                        j = candidates[r, col]
+                        if upper[r, col] + moved[j] >= lower:
+                            value = np.float64(_dot(points[r], centers[j])) + error
+                            upper[r, col] = _round_up(value - moved[j])
+                            kept = kept and lower > value
             keep[i] = kept
     return tightened
 
