@@ -412,7 +412,7 @@ def _top_rows(values, depth, width, limit, error, index, best, candidates, upper
 def _code_row(row, level, span, codes):
     """Each value's gap below ``level`` (the largest value not listed) in steps of the returned scale,
     rounded down and at most 254: ``level + error - code·scale`` is an upper bound on the value's true
-    similarity (``_rest_from_codes``). The scale spreads the 254 steps over the row's gaps, up to ``span``;
+    similarity (``_tighten_rest``). The scale spreads the 254 steps over the row's gaps, up to ``span``;
     a gap beyond is coded 254, a value at or above ``level`` 0 (the listed ones are set apart after)."""
     low = level
     for col in range(row.shape[0]):
