@@ -6,7 +6,7 @@ import torch
 
 from active_finetuning.selection.bounds import own_similarity
 from active_finetuning.selection.exact import dot_error
-from active_finetuning.selection.kernels import RowPass, _guided, rounded_within, top_rows
+from active_finetuning.selection.kernels import RowPass, _dots, _guided, rounded_within, top_rows
 from tests.selection.test_activeft import _with_threads, unit
 
 
@@ -23,6 +23,23 @@ def test_own_similarities_are_within_their_bound_and_the_same_on_any_threads(dty
     assert ((one.double() - exact).abs() <= dot_error(1283, dtype) * 1.0001).all()
     # A row's value does not depend on which other rows are asked.
     assert torch.equal(own_similarity(points, centers, rows[::7], index[::7]), one[::7])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [0, 1, 3, 4, 7, 9])
+def test_tightening_dots_four_at_a_time_are_within_their_bound(dtype, count):
+    # Groups of four and a remainder; centers chosen out of order and repeated; only ``count`` values written.
+    rng = np.random.default_rng(count)
+    point = rng.standard_normal(1283).astype(dtype)
+    centers = rng.standard_normal((12, 1283)).astype(dtype)
+    chosen = rng.integers(0, 12, 10)
+    out = np.full(10, np.nan, dtype)
+    _dots(point, centers, chosen, count, out)
+    exact = centers[chosen[:count]].astype(np.float64) @ point.astype(np.float64)
+    bound = dot_error(1283, torch.from_numpy(point).dtype) * np.linalg.norm(point) * np.linalg.norm(
+        centers[chosen[:count]], axis=1)
+    assert (np.abs(out[:count] - exact) <= bound).all()
+    assert np.isnan(out[count:]).all()
 
 
 def test_own_pass_visits_only_the_rows_asked():

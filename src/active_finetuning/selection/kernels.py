@@ -68,6 +68,27 @@ def _dot(a, b):
     return total
 
 
+@_compiled(fastmath={"reassoc"})
+def _dots(point, centers, chosen, count, out):
+    """``out[q] = ⟨point, centers[chosen[q]]⟩`` for ``q < count``, four centers at a time (the row read once for
+    four products: ~30% faster than four ``_dot``). Each value's summation order is fixed in the compiled code
+    but not ``_dot``'s: for bounds only (their error ``γ_d‖a‖‖b‖`` holds in any order)."""
+    zero = point.dtype.type(0)
+    full = count - count % 4
+    for q in range(0, full, 4):
+        a, b, c, d = centers[chosen[q]], centers[chosen[q + 1]], centers[chosen[q + 2]], centers[chosen[q + 3]]
+        ta = tb = tc = td = zero
+        for k in range(point.shape[0]):
+            x = point[k]
+            ta += x * a[k]
+            tb += x * b[k]
+            tc += x * c[k]
+            td += x * d[k]
+        out[q], out[q + 1], out[q + 2], out[q + 3] = ta, tb, tc, td
+    for q in range(full, count):
+        out[q] = _dot(point, centers[chosen[q]])
+
+
 @_compiled
 def _aged(code, rest, scale, ageing):
     """A center's byte aged to now (``rest - code·scale`` bounds its similarity at the row's scoring, ``ageing``
@@ -113,30 +134,37 @@ def _rest_level(near, middle, far, lower, step):
 
 @_compiled
 def _tighten_rest(point, centers, codes, rest, scale, moved, history, drift, lower, step, error, counts, parts,
-                  shift):
+                  shift, chosen, values):
     """The bound on the centers a row does not list, as of now (``_rest_level``), after computing exactly each
     center whose aged byte reaches ``lower`` (``counts`` and ``parts``: ``_rest_reach``'s): its new bound is coded
     as if made at the row's scoring, minus the ageing until now, so that ageing it from then still bounds it
     (``bounds.BoundedAssignment``), and the counts follow. ``inf`` where a center still reaches ``lower``, or its
-    bound does not fit the bytes (above ``rest``, or no scale): the row is scored again."""
+    bound does not fit the bytes (above ``rest``, or no scale): the row is scored again. ``chosen`` and ``values``:
+    room for every center."""
     reach, near, middle, far = counts
+    if not scale > 0:
+        return np.inf
+    count = 0
     for part in range(64):
         if not (parts >> part) & 1:
             continue
         for j in range(part << shift, min(codes.shape[0], (part + 1) << shift)):
-            ageing = min(moved[j] - history[j], drift)
-            aged = _aged(codes[j], rest, scale, ageing)
-            if not aged >= lower:
-                continue
-            made = np.float64(_dot(point, centers[j])) + error - ageing  # the bound, as of the scoring
-            if made > rest or not scale > 0:
-                return np.inf
-            codes[j] = np.uint8(min(254.0, np.floor((rest - made) * ((1 - 1e-12) / scale))))
-            aged = _aged(codes[j], rest, scale, ageing)  # it reached every level before
-            reach += (aged >= lower) - 1
-            near += (aged >= lower - step) - 1
-            middle += (aged >= lower - 3 * step) - 1
-            far += (aged >= lower - 7 * step) - 1
+            if _aged(codes[j], rest, scale, min(moved[j] - history[j], drift)) >= lower:
+                chosen[count] = j
+                count += 1
+    _dots(point, centers, chosen, count, values)
+    for q in range(count):
+        j = chosen[q]
+        ageing = min(moved[j] - history[j], drift)
+        made = np.float64(values[q]) + error - ageing  # the bound, as of the scoring
+        if made > rest:
+            return np.inf
+        codes[j] = np.uint8(min(254.0, np.floor((rest - made) * ((1 - 1e-12) / scale))))
+        aged = _aged(codes[j], rest, scale, ageing)  # it reached every level before
+        reach += (aged >= lower) - 1
+        near += (aged >= lower - step) - 1
+        middle += (aged >= lower - 3 * step) - 1
+        far += (aged >= lower - 7 * step) - 1
     return np.inf if reach else _rest_level(near, middle, far, lower, step)
 
 
@@ -194,6 +222,8 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
     then their bounds, while the block's rows are still in cache for the tightening."""
     tightened = 0
     part_shift, listed_shift = _part_shift(codes.shape[1]), _part_shift(candidates.shape[1])
+    room = max(codes.shape[1], candidates.shape[1])  # the centers and columns a row's tightening computes
+    chosen, columns, values = np.empty(room, np.int64), np.empty(room, np.int64), np.empty(room, points.dtype)
     for first in range(start, stop, CHECK_BLOCK):
         last = min(stop, first + CHECK_BLOCK)
         for i in range(first, last):
@@ -223,7 +253,7 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                     tightened += scale[r] > 0
                     made = _tighten_rest(points[r], centers, codes[r], rest[r], scale[r], moved, then,
                                          since_scored[r], lower, step, error, (exact, near, middle, far), parts,
-                                         part_shift)
+                                         part_shift, chosen, values)
                     passed = made < np.inf
                 if passed:  # the one bound, made again as of now
                     rest_bound[r], rest_at[r], since_rest[r] = made, now, 0.0
@@ -237,15 +267,21 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
                 # others are below ``lower``: the row keeps its center if these are too.
                 tightened += exact == 0  # not counted yet
                 kept = True
+                count = 0
                 for part in range(64):
                     if not (parts >> part) & 1:
                         continue
                     for col in range(part << listed_shift, min(candidates.shape[1], (part + 1) << listed_shift)):
                         j = candidates[r, col]
                         if upper[r, col] + moved[j] >= lower:
-                            value = np.float64(_dot(points[r], centers[j])) + error
-                            upper[r, col] = _round_up(value - moved[j])
-                            kept = kept and lower > value
+                            chosen[count], columns[count] = j, col
+                            count += 1
+                _dots(points[r], centers, chosen, count, values)
+                for q in range(count):
+                    j, col = chosen[q], columns[q]
+                    value = np.float64(values[q]) + error
+                    upper[r, col] = _round_up(value - moved[j])
+                    kept = kept and lower > value
             keep[i] = kept
     return tightened
 
