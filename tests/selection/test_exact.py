@@ -124,6 +124,20 @@ def test_a_gram_matrix_from_its_upper_strips_is_the_same_bits_as_the_whole_produ
     assert torch.equal(rounded_gram(values.double()), rounded_products(values.double(), values.double()))
 
 
+def test_a_gram_matrix_near_rounding_boundaries_is_correctly_rounded():
+    # Products a float64 GEMM leaves undecided (the settling path), and a triangle that must be mirrored.
+    from active_finetuning.selection.exact import rounded_gram
+
+    # ⟨a, b⟩ = 1 + 2⁻²⁴ − 2⁻⁸⁰ (just below a float32 midpoint: rounds down), ⟨a, a⟩ = 1 + 2⁻²⁴ + 2⁻⁸⁰ (up).
+    values = torch.tensor([[1.0, 2.0**-12, 2.0**-40], [1.0, 2.0**-12, -(2.0**-40)], [1.0, 0.0, 3.0]])
+    got = rounded_gram(values)
+    assert float(got[0, 1]) == 1.0 and float(got[0, 0]) == 1 + 2.0**-23
+    for i in range(3):
+        for j in range(3):
+            exact = sum(Fraction(float(a)) * Fraction(float(b)) for a, b in zip(values[i], values[j]))
+            assert float(got[i, j]) == _nearest_float32(exact), (i, j)
+
+
 def _float64_operands(rows, inner, seed):
     generator = torch.Generator().manual_seed(seed)
     values = torch.randn(rows, inner, dtype=torch.float64, generator=generator)
