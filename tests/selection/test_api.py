@@ -111,3 +111,19 @@ def test_a_users_medium_matmul_precision_changes_nothing_and_is_restored(method)
     finally:
         torch.set_float32_matmul_precision(previous)
     assert got.indices.tolist() == expected.indices.tolist()
+
+
+def test_a_users_per_backend_matmul_precision_changes_nothing_and_is_restored(method):
+    # torch's newer per-backend setting: with it set, torch's older getter raises, which once failed every
+    # selection; the selection must force full float32 all the same and give the setting back.
+    import torch
+
+    features, _ = gaussian_mixture(2000, 64, 6)
+    expected = select(features, 20, method, seed=4, **FAST.get(method, {}))
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+    try:
+        got = select(features, 20, method, seed=4, **FAST.get(method, {}))
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = "none"
+    assert got.indices.tolist() == expected.indices.tolist()

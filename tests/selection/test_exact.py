@@ -202,12 +202,43 @@ def test_exact_matmul_forces_full_float32_and_restores_the_user_setting():
     torch.set_float32_matmul_precision("medium")  # what a user may set for their own model
     try:
         with exact_matmul():
-            assert torch.get_float32_matmul_precision() == "highest"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
             product = points @ centers.T
         assert torch.get_float32_matmul_precision() == "medium"
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
         index, _ = nearest_by_similarity(points, centers)
     finally:
         torch.set_float32_matmul_precision(previous)
     assert (product.double() - expected).abs().max() < 1e-4  # float32, not bfloat16 (~1e-1 here)
     assert torch.equal(index, expected.argmax(dim=1))
 
+
+def _precisions():
+    getter = torch._C._get_fp32_precision_getter
+    return [getter(backend, op) for backend, op in
+            (("generic", "all"), ("mkldnn", "all"), ("mkldnn", "matmul"), ("cuda", "all"), ("cuda", "matmul"))]
+
+
+@pytest.mark.parametrize("setting", ["oneDNN matmul", "every backend"])
+def test_exact_matmul_forces_and_restores_the_per_backend_settings(setting):
+    # torch's newer settings: once a user sets one, torch.get_float32_matmul_precision() raises, so reading it
+    # (as this code once did) made every selection fail; and the setting must still be forced and restored.
+    fresh = _precisions()
+    try:
+        if setting == "oneDNN matmul":
+            torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        else:
+            torch.backends.fp32_precision = "bf16"
+        before = _precisions()
+        with exact_matmul():
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert _precisions() == before
+        if setting == "every backend":  # oneDNN's matmul still follows the process-wide setting, as before
+            torch.backends.fp32_precision = "ieee"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+    finally:
+        for (backend, op), value in zip((("generic", "all"), ("mkldnn", "all"), ("mkldnn", "matmul"),
+                                         ("cuda", "all"), ("cuda", "matmul")), fresh):
+            torch._C._set_fp32_precision_setter(backend, op, value)

@@ -33,19 +33,55 @@ MARGIN = 1e-9
 
 @contextlib.contextmanager
 def exact_matmul():
-    """Full-precision float32 GEMMs inside the block, whatever the user set with
-    ``torch.set_float32_matmul_precision`` ("medium" lets oneDNN compute float32 products in
-    bfloat16, which would change the assignment and void every error bound); the setting is
-    restored afterwards."""
-    previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
+    """Full-precision float32 GEMMs inside the block, whatever the user set (``torch.backends.<backend>.matmul.
+    fp32_precision = "bf16"`` or ``"tf32"``, ``torch.backends.fp32_precision``, or the older
+    ``torch.set_float32_matmul_precision("medium")``: oneDNN may then compute float32 products in bfloat16,
+    which would change the assignment and void every error bound); the settings are restored afterwards.
+
+    The per-backend settings are the ones the backends read, so they are the ones forced (torch's older
+    getter refuses to answer once a user has set one of them: it cannot be read here)."""
+    settings = _matmul_precisions()
+    if settings is None:  # a torch without the per-backend settings
+        previous = torch.get_float32_matmul_precision()
+        if previous == "highest":
+            yield
+            return
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(previous)
+        return
+    previous = [setting.fp32_precision for setting in settings]
+    if all(value == "ieee" for value in previous):
         yield
         return
-    torch.set_float32_matmul_precision("highest")
     try:
+        for setting in settings:
+            setting.fp32_precision = "ieee"
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        for setting, value in zip(settings, previous):
+            setting.fp32_precision = _restoring(setting, value)
+
+
+def _matmul_precisions() -> list | None:
+    """torch's per-backend float32 matmul precision settings (oneDNN's and CUDA's), or ``None`` where torch
+    has only the process-wide one."""
+    settings = [getattr(getattr(torch.backends, name, None), "matmul", None) for name in ("mkldnn", "cuda")]
+    settings = [setting for setting in settings if hasattr(setting, "fp32_precision")]
+    return settings or None
+
+
+def _restoring(setting, value: str) -> str:
+    """The value that gives ``setting`` back its ``value``: ``"none"`` (follow the backend's setting, as before)
+    where that resolves to the same. torch reads a setting as the value it resolves to, its own or inherited:
+    a user who set only ``torch.backends.fp32_precision`` expects the backends to keep following it."""
+    try:
+        inherited = torch._C._get_fp32_precision_getter(setting.backend, "all")
+    except (AttributeError, RuntimeError, TypeError):
+        return value
+    return "none" if inherited == value else value
 
 
 def sparse_rows(crow, cols, values, size) -> torch.Tensor:
