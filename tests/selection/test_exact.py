@@ -214,10 +214,12 @@ def test_exact_matmul_forces_full_float32_and_restores_the_user_setting():
     assert torch.equal(index, expected.argmax(dim=1))
 
 
+# torch's float32 precision settings, (backend, operation), from the process-wide one to the matmuls'.
+PRECISION_KEYS = (("generic", "all"), ("mkldnn", "all"), ("mkldnn", "matmul"), ("cuda", "all"), ("cuda", "matmul"))
+
+
 def _precisions():
-    getter = torch._C._get_fp32_precision_getter
-    return [getter(backend, op) for backend, op in
-            (("generic", "all"), ("mkldnn", "all"), ("mkldnn", "matmul"), ("cuda", "all"), ("cuda", "matmul"))]
+    return [torch._C._get_fp32_precision_getter(backend, op) for backend, op in PRECISION_KEYS]
 
 
 @pytest.mark.parametrize("setting", ["oneDNN matmul", "every backend"])
@@ -239,6 +241,5 @@ def test_exact_matmul_forces_and_restores_the_per_backend_settings(setting):
             torch.backends.fp32_precision = "ieee"
             assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
     finally:
-        for (backend, op), value in zip((("generic", "all"), ("mkldnn", "all"), ("mkldnn", "matmul"),
-                                         ("cuda", "all"), ("cuda", "matmul")), fresh):
+        for (backend, op), value in zip(PRECISION_KEYS, fresh):
             torch._C._set_fp32_precision_setter(backend, op, value)
