@@ -53,3 +53,15 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "active_finetuning.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+def with_threads(threads: int, function):
+    """``function()`` with torch's thread count set to ``threads``, restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return function()
+    finally:
+        torch.set_num_threads(previous)

@@ -14,7 +14,7 @@ from active_finetuning.selection.activeft import (
     _centroid_gradient,
 )
 from active_finetuning.selection.api import unit_rows
-from tests.conftest import gaussian_mixture, run_cli
+from tests.conftest import gaussian_mixture, run_cli, with_threads
 from tests.oracles.activeft_dense import dense_activeft
 
 
@@ -146,15 +146,6 @@ def test_byte_identical_with_one_and_two_threads(tmp_path, precision):
     assert outputs[0] == outputs[1]
 
 
-def _with_threads(threads, function):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return function()
-    finally:
-        torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize("function", [torch.sigmoid, torch.nn.functional.softplus])
 def test_elementwise_blocks_round_the_same_with_one_and_two_threads(function):
     # Values that torch's scalar and vectorised code round differently, 50,008 of them: with two
@@ -163,7 +154,7 @@ def test_elementwise_blocks_round_the_same_with_one_and_two_threads(function):
     scalar = torch.stack([function(value[None])[0] for value in candidates])
     unstable = candidates[function(candidates) != scalar]
     values = unstable.repeat(50_008 // len(unstable) + 1)[:50_008]
-    one, two = (_with_threads(threads, lambda: _blockwise(function, values)) for threads in (1, 2))
+    one, two = (with_threads(threads, lambda: _blockwise(function, values)) for threads in (1, 2))
     assert torch.equal(one, two)
 
 
@@ -172,7 +163,7 @@ def test_gradient_is_bitwise_identical_with_one_and_two_threads():
     features = unit(torch.randn(50_008, 16, generator=generator))
     centroids = unit(features[:500] + 0.3 * torch.randn(500, 16, generator=generator))
     (grad_1, loss_1), (grad_2, loss_2) = (
-        _with_threads(threads, lambda: _centroid_gradient(features, centroids, None, ActiveFTParams()))
+        with_threads(threads, lambda: _centroid_gradient(features, centroids, None, ActiveFTParams()))
         for threads in (1, 2))
     assert torch.equal(grad_1, grad_2)
     assert loss_1 == loss_2
@@ -188,7 +179,7 @@ def test_float64_pull_sums_each_centroids_rows_with_their_weights_the_same_bits_
     weight = torch.rand(6000, generator=generator, dtype=dtype)
     expected = torch.zeros(81, 1280, dtype=torch.float64).index_add_(
         0, assigned, features[subset].double() * weight.double()[:, None])
-    one, two = (_with_threads(threads, lambda: _assigned_sum(features, subset, assigned, weight, 81))
+    one, two = (with_threads(threads, lambda: _assigned_sum(features, subset, assigned, weight, 81))
                 for threads in (1, 2))
     assert one.dtype == dtype and one.shape == (81, 1280)
     assert torch.equal(one, two)

@@ -12,6 +12,7 @@ from active_finetuning.selection.exact import Sliced, exact_matmul, sampled_prod
 from active_finetuning.selection.similarity import (
     nearest_by_similarity,
 )
+from tests.conftest import with_threads
 from tests.selection.test_screen import unit
 
 
@@ -60,12 +61,7 @@ def test_rounded_products_are_correctly_rounded_with_any_thread_count(threads):
     generator = torch.Generator().manual_seed(6)
     left = torch.randn(64, 1280, generator=generator)  # a shape whose float32 GEMM changes with threads here
     right = torch.randn(64, 1280, generator=generator) * torch.logspace(-30, 0, 1280)  # tiny terms too
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        got = rounded_products(left, right)
-    finally:
-        torch.set_num_threads(previous)
+    got = with_threads(threads, lambda: rounded_products(left, right))
     a, b = left.double().numpy(), right.double().numpy()
     for i, j in [(i, j) for i in range(0, 64, 7) for j in range(0, 64, 5)]:
         assert float(got[i, j]) == _nearest_float32(_exact_dot(a[i], b[j]))
@@ -111,26 +107,13 @@ def test_rounded_sums_are_the_float32_nearest_to_the_exact_sum():
                 assert float(value) == _nearest_float32(sum(Fraction(float(t)) for t in row)), row[:4]
 
 
-@pytest.mark.parametrize("rows", [1, 3, 4, 5, 101])
-def test_a_gram_matrix_from_its_upper_strips_is_the_same_bits_as_the_whole_product(rows):
-    from active_finetuning.selection.exact import rounded_gram, rounded_products
-
-    generator = torch.Generator().manual_seed(rows)
-    values = torch.randn(rows, 96, generator=generator) * torch.logspace(-20, 0, 96)
-    values[0] = values[-1]  # a repeated row: its products equal the diagonal's
-    whole = rounded_products(values, values)
-    assert torch.equal(rounded_gram(values), whole)
-    assert torch.equal(rounded_gram(values, values.double(), strips=rows + 3), whole)
-    assert torch.equal(rounded_gram(values.double()), rounded_products(values.double(), values.double()))
-
-
-def test_a_gram_matrix_near_rounding_boundaries_is_correctly_rounded():
-    # Products a float64 GEMM leaves undecided (the settling path), and a triangle that must be mirrored.
-    from active_finetuning.selection.exact import rounded_gram
+def test_products_near_rounding_boundaries_are_correctly_rounded():
+    # Products a float64 GEMM leaves undecided (the settling path).
+    from active_finetuning.selection.exact import rounded_products
 
     # ⟨a, b⟩ = 1 + 2⁻²⁴ − 2⁻⁸⁰ (just below a float32 midpoint: rounds down), ⟨a, a⟩ = 1 + 2⁻²⁴ + 2⁻⁸⁰ (up).
     values = torch.tensor([[1.0, 2.0**-12, 2.0**-40], [1.0, 2.0**-12, -(2.0**-40)], [1.0, 0.0, 3.0]])
-    got = rounded_gram(values)
+    got = rounded_products(values, values)
     assert float(got[0, 1]) == 1.0 and float(got[0, 0]) == 1 + 2.0**-23
     for i in range(3):
         for j in range(3):

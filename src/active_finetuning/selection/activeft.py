@@ -34,8 +34,9 @@ from ..errors import InputError
 from ..progress import progress_bar
 from .bounds import make_assignment, own_similarity
 from .clustering import d2_draw
-from .exact import column_norms, reusable_operand, rounded_gram, rounded_products, sparse_rows
+from .exact import reusable_operand, sliced_products, sparse_rows
 from .optim import Adam, cosine_learning_rates
+from .products import fixed_gram, fixed_products
 from .pull import Pull
 from ..params import Interval, Params, parameter
 from .registry import Picks, register_selector
@@ -308,31 +309,56 @@ def _column_chunks(b: int, chunk: int | None):
 
 class _Logits:
     """The scaled Gram matrix ``⟨c_j, c_l⟩/τ`` in row chunks (chunk × B); computed once and kept
-    for both of its uses when it fits in one block (``exact.rounded_gram``: its upper triangle,
-    mirrored), else computed again for each. Its products are correctly rounded
-    (``exact.rounded_products``): a float32 GEMM's last bits change with the thread count on some
-    BLAS builds, and through Adam they would change the picks."""
+    for both of its uses when it fits in one block (its tiles on and above the diagonal, mirrored), else
+    computed again for each. Its products, and the repulsion's, do not depend on the thread count
+    (``_products``): a float32 GEMM's last bits do on some BLAS builds, and through Adam they would
+    change the picks. When kept, the repulsion's product ``softmax(⟨c_j, c_l⟩/τ) · C`` (B × d) is made
+    at once too (``pulled``)."""
 
     def __init__(self, centroids, tau, chunk):
         self.centroids, self.tau, self.chunk = centroids, tau, chunk
-        self.wide = centroids.double()  # float64 copy for the correctly rounded products (B × d)
-        # Right operands of every chunk's products (float64 ones sliced once, not once per chunk).
-        self.pull_right = reusable_operand(centroids.T)
-        self.column_norms = column_norms(self.wide) if centroids.dtype == torch.float32 else None
+        # Right operands of every chunk's products, prepared once (float64 ones sliced, float32 ones contiguous).
+        self.pull_right = _operand(centroids.T)
         b = centroids.shape[0]
-        self.kept = None
+        self.kept = self.pulled = None
         if b * b <= BLOCK_ELEMENTS:  # the whole matrix at once, as a Gram matrix (symmetric, half the products)
-            whole = rounded_gram(centroids, self.wide) / tau
+            gram = _gram(centroids)
+            whole, weights = torch.empty_like(gram), torch.empty_like(gram)
+            # Scaled and softmaxed in blocks small enough for torch to run on this thread: a parallel torch call
+            # leaves its OpenMP threads spinning for a while on the cores the next product's threads need.
+            for rows in _column_chunks(b, max(1, SERIAL_ELEMENTS // max(b, 1))):
+                torch.div(gram[rows], tau, out=whole[rows])
+                weights[rows] = torch.softmax(whole[rows], dim=1)
+            self.pulled = _products(weights, self.pull_right)
             self.kept = [(rows, whole[rows]) for rows in _column_chunks(b, chunk)]
         else:
-            self.right = reusable_operand(centroids)
+            self.right = _operand(centroids)
 
     def __iter__(self):
         if self.kept:
             yield from self.kept
             return
         for rows in _column_chunks(self.centroids.shape[0], self.chunk):
-            yield rows, rounded_products(self.centroids[rows], self.right, self.wide[rows], self.wide) / self.tau
+            yield rows, _products(self.centroids[rows], self.right) / self.tau
+
+
+def _products(left: torch.Tensor, right) -> torch.Tensor:
+    """``left @ right.T`` with the same bits on any thread count (docs/selection.md, "The same bits with any
+    number of threads"): float32 as one compiled dot product per element (``products``), float64 as error-free
+    sums of exact slice products (``exact.sliced_products``; ``right`` may be prepared by ``_operand``)."""
+    if left.dtype == torch.float64:
+        return sliced_products(left, right)
+    return fixed_products(left, right)
+
+
+def _gram(values: torch.Tensor) -> torch.Tensor:
+    """``_products(values, values)``, the same bits, for about half the work."""
+    return sliced_products(values, values) if values.dtype == torch.float64 else fixed_gram(values)
+
+
+def _operand(values: torch.Tensor):
+    """``values`` prepared as the right operand of many ``_products``."""
+    return reusable_operand(values) if values.dtype == torch.float64 else values.contiguous()
 
 
 def _log_repulsion(logits: _Logits):
@@ -350,13 +376,12 @@ def _repulsion_gradient(logits: _Logits, per_center):
     the other dimension sums in an order that depends on the thread count, which would make the
     trajectory (and the picks) differ between 1 and 2 threads.
     """
-    centroids = logits.centroids
-    grad = torch.zeros_like(centroids)
+    if logits.pulled is not None:
+        return logits.pulled * (per_center[:, None] / logits.tau)
+    grad = torch.zeros_like(logits.centroids)
     for rows, block in logits:
         weights = torch.softmax(block, dim=1)  # (chunk, B)
-        pulled = rounded_products(weights, logits.pull_right, wide_right=logits.wide.T,
-                                  right_norms=logits.column_norms)
-        grad[rows] = pulled * (per_center[rows, None] / logits.tau)
+        grad[rows] = _products(weights, logits.pull_right) * (per_center[rows, None] / logits.tau)
     return grad
 
 
@@ -365,12 +390,12 @@ def _paper_repulsion(centroids, tau, chunk):
     b = centroids.shape[0]
     grad = torch.zeros_like(centroids)
     total = 0.0
-    right, pull_right = reusable_operand(centroids), reusable_operand(centroids.T)
+    right, pull_right = _operand(centroids), _operand(centroids.T)
     for rows in _column_chunks(b, chunk):
-        logits = rounded_products(centroids[rows], right) / tau
+        logits = _products(centroids[rows], right) / tau
         logits[torch.arange(logits.shape[0]), torch.arange(rows.start, rows.stop)] = float("-inf")
         total += float(torch.logsumexp(logits, dim=1).sum())
         weights = torch.softmax(logits, dim=1)  # Q_jl for j in rows
-        grad[rows] += rounded_products(weights, pull_right) / tau
-        grad += rounded_products(weights.T, centroids[rows].T) / tau
+        grad[rows] += _products(weights, pull_right) / tau
+        grad += _products(weights.T.contiguous(), centroids[rows].T.contiguous()) / tau
     return grad, total

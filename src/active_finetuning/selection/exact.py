@@ -188,30 +188,26 @@ def _split(values: np.ndarray):
     return high, values - high
 
 
-def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left: torch.Tensor | None = None,
-                     wide_right: torch.Tensor | None = None, right_norms: torch.Tensor | None = None) -> torch.Tensor:
+def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced) -> torch.Tensor:
     """``left @ right.T`` whose every element is the correctly rounded float32 value of the exact dot
     product, for float32 inputs: the same bits with any BLAS kernel, block shape or thread count
     (a float32 GEMM's rounding depends on them; on AVX2 builds of MKL it changes with the number of
     threads). Computed as a float64 GEMM, whose error bound decides the rounding of nearly every
     element; the few within that bound of a float32 rounding boundary are summed exactly. Float64
-    inputs get ``sliced_products``: the same bits in any summation order, as accurate as a float64 GEMM.
-    ``wide_left``/``wide_right``: the inputs already converted to float64, if the caller has them, and
-    ``right_norms`` the norms of ``wide_right``'s rows; ``right`` may come from ``reusable_operand`` (for many
-    products with the same right operand)."""
+    inputs get ``sliced_products``: the same bits in any summation order, as accurate as a float64 GEMM
+    (``right`` may come from ``reusable_operand``, for many products with the same right operand)."""
     if isinstance(right, Sliced) or (left.dtype == torch.float64 and right.dtype == torch.float64):
         return sliced_products(left, right)
     if left.dtype != torch.float32 or right.dtype != torch.float32:
         with exact_matmul():
             return left @ right.T
-    wide_left = left.double() if wide_left is None else wide_left
-    wide_right = right.double() if wide_right is None else wide_right
+    wide_left, wide_right = left.double(), right.double()
     with exact_matmul():
         wide = wide_left @ wide_right.T
     scale = dot_error(left.shape[1], torch.float64) * (1 + MARGIN)
     # Rounded alike at both ends of its error interval: then ``out`` is the exact value's rounding.
     out, rows, cols = rounded_within(wide, torch.linalg.vector_norm(wide_left, dim=1).mul_(scale),
-                                     _row_norms(wide_right) if right_norms is None else right_norms)
+                                     _row_norms(wide_right))
     for first in range(0, len(rows), 1024):
         part = slice(first, first + 1024)
         terms = (wide_left[rows[part]] * wide_right[cols[part]]).numpy()  # exact products
@@ -219,35 +215,10 @@ def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced, wide_left
     return out
 
 
-def rounded_gram(values: torch.Tensor, wide: torch.Tensor | None = None, strips: int = 4) -> torch.Tensor:
-    """``rounded_products(values, values)``, the same bits, for a fraction of the work: correctly
-    rounded products are symmetric, so each strip of rows is multiplied only by the rows from its
-    own on and mirrored (five eighths of the products with four strips). ``wide``: ``values`` in
-    float64, if the caller has it. Float64 values go to ``sliced_products`` (its own Gram shortcut)."""
-    if values.dtype != torch.float32:
-        return rounded_products(values, reusable_operand(values))
-    wide = values.double() if wide is None else wide
-    b = values.shape[0]
-    out = torch.empty((b, b), dtype=torch.float32)
-    step = max(1, -(-b // strips))
-    norms = _row_norms(wide)
-    for start in range(0, b, step):
-        rows = slice(start, min(b, start + step))
-        block = rounded_products(values[rows], values[start:], wide[rows], wide[start:], norms[start:])
-        out[rows, start:] = block
-        out[start:, rows] = block.T
-    return out
-
-
 def _row_norms(values: torch.Tensor) -> torch.Tensor:
     """Euclidean norms of the rows, read in memory order (a transposed operand's rows are its
     columns: ``vector_norm`` over them is several times slower). For error bounds only."""
     return values.square().sum(dim=1).sqrt_()
-
-
-def column_norms(values: torch.Tensor) -> torch.Tensor:
-    """``_row_norms(values.T)``: the ``right_norms`` of ``rounded_products`` whose right operand is ``values.T``."""
-    return _row_norms(values.T)
 
 
 def _rounded_sums(terms: np.ndarray) -> np.ndarray:
