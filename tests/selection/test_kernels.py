@@ -7,7 +7,8 @@ import torch
 from active_finetuning.selection.bounds import own_similarity
 from active_finetuning.selection.exact import dot_error
 from active_finetuning.selection.kernels import RowPass, _dots, _guided, rounded_within, top_rows
-from tests.selection.test_activeft import _with_threads, unit
+from tests.conftest import with_threads
+from tests.selection.test_activeft import unit
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -17,7 +18,7 @@ def test_own_similarities_are_within_their_bound_and_the_same_on_any_threads(dty
     centers = unit(torch.randn(70, 1283, generator=generator)).to(dtype)
     rows = torch.sort(torch.randperm(9000, generator=generator)[:7000]).values
     index = torch.randint(0, 70, (7000,), generator=generator)
-    one, two = (_with_threads(threads, lambda: own_similarity(points, centers, rows, index)) for threads in (1, 2))
+    one, two = (with_threads(threads, lambda: own_similarity(points, centers, rows, index)) for threads in (1, 2))
     assert one.dtype == dtype and torch.equal(one, two)
     exact = (points[rows].double() * centers[index].double()).sum(dim=1)
     assert ((one.double() - exact).abs() <= dot_error(1283, dtype) * 1.0001).all()
@@ -69,7 +70,7 @@ def test_a_forked_child_starts_its_own_worker_threads():
     import multiprocessing
 
     points, centers, index = _fork_inputs()
-    expected = _with_threads(2, lambda: own_similarity(points, centers, None, index)).numpy().tobytes()
+    expected = with_threads(2, lambda: own_similarity(points, centers, None, index)).numpy().tobytes()
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_own_in_child, args=(queue,))
@@ -97,7 +98,7 @@ def test_top_rows_match_a_full_sort_ties_included(dtype, columns, depth):
     values[5] = 0.5  # a row of one value
     values = values.to(dtype)
     error = torch.rand(1500, generator=generator, dtype=torch.float64) * 1e-3
-    one, two = (_with_threads(threads, lambda: top_rows(values, depth, 10.0, error)) for threads in (1, 2))
+    one, two = (with_threads(threads, lambda: top_rows(values, depth, 10.0, error)) for threads in (1, 2))
     for a, b in zip(one, two):
         assert (a is None and b is None) or torch.equal(a, b)
     index, best, candidates, upper, rest, codes, scale = one
@@ -164,5 +165,5 @@ def test_rounded_within_matches_the_torch_expression_it_replaces():
     rows, cols = unsure.nonzero(as_tuple=True)
     assert len(rows) > 100  # the test reaches the undecided case
     for threads in (1, 2):
-        got_out, got_rows, got_cols = _with_threads(threads, lambda: rounded_within(wide, left, right))
+        got_out, got_rows, got_cols = with_threads(threads, lambda: rounded_within(wide, left, right))
         assert torch.equal(got_out, out) and torch.equal(got_rows, rows) and torch.equal(got_cols, cols)

@@ -10,7 +10,7 @@ from active_finetuning.selection.bounds import BoundedAssignment, FullAssignment
 from active_finetuning.selection.pull import Pull
 from active_finetuning.selection.screen import GemmScorer
 from tests.conftest import gaussian_mixture
-from tests.selection.test_activeft import _with_threads
+from tests.conftest import with_threads
 from tests.selection.test_bounds import moving_centers
 from tests.selection.test_screen import unit
 
@@ -31,7 +31,7 @@ def _pulled(features, rows, index, own, shift, tau=0.07, threads=2):
         made.start(shift, tau, len(rows))
         made.finish(rows, index, own)
         return made
-    return _with_threads(threads, run)
+    return with_threads(threads, run)
 
 
 def test_pull_is_the_weighted_sum_of_each_centers_rows_within_float32_rounding():
