@@ -397,5 +397,5 @@ def _paper_repulsion(centroids, tau, chunk):
         total += float(torch.logsumexp(logits, dim=1).sum())
         weights = torch.softmax(logits, dim=1)  # Q_jl for j in rows
         grad[rows] += _products(weights, pull_right) / tau
-        grad += _products(weights.T.contiguous(), centroids[rows].T.contiguous()) / tau
+        grad += _products(weights.T, centroids[rows].T) / tau
     return grad, total

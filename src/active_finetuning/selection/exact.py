@@ -188,19 +188,14 @@ def _split(values: np.ndarray):
     return high, values - high
 
 
-def rounded_products(left: torch.Tensor, right: torch.Tensor | Sliced) -> torch.Tensor:
-    """``left @ right.T`` whose every element is the correctly rounded float32 value of the exact dot
-    product, for float32 inputs: the same bits with any BLAS kernel, block shape or thread count
-    (a float32 GEMM's rounding depends on them; on AVX2 builds of MKL it changes with the number of
-    threads). Computed as a float64 GEMM, whose error bound decides the rounding of nearly every
-    element; the few within that bound of a float32 rounding boundary are summed exactly. Float64
-    inputs get ``sliced_products``: the same bits in any summation order, as accurate as a float64 GEMM
-    (``right`` may come from ``reusable_operand``, for many products with the same right operand)."""
-    if isinstance(right, Sliced) or (left.dtype == torch.float64 and right.dtype == torch.float64):
-        return sliced_products(left, right)
+def rounded_products(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``left @ right.T`` for float32 inputs, every element the correctly rounded float32 value of the exact
+    dot product: the same bits with any BLAS kernel, block shape or thread count (a float32 GEMM's rounding
+    depends on them; on AVX2 builds of MKL it changes with the number of threads). Computed as a float64
+    GEMM, whose error bound decides the rounding of nearly every element; the few within that bound of a
+    float32 rounding boundary are summed exactly."""
     if left.dtype != torch.float32 or right.dtype != torch.float32:
-        with exact_matmul():
-            return left @ right.T
+        raise TypeError(f"rounded_products rounds to float32 from float32 operands, not {left.dtype} and {right.dtype}")
     wide_left, wide_right = left.double(), right.double()
     with exact_matmul():
         wide = wide_left @ wide_right.T

@@ -18,6 +18,8 @@ the tiles on and above the diagonal are computed and mirrored.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -62,8 +64,7 @@ def _tiles(a, b, out, start, stop, upper):
 
 
 def _padded(values: torch.Tensor, multiple: int) -> np.ndarray:
-    """``values`` as a C-contiguous array with zero rows added up to a multiple of ``multiple`` (lcm of both
-    tile sides for a Gram matrix)."""
+    """``values`` as a C-contiguous array with zero rows added up to a multiple of ``multiple``."""
     array = values.contiguous().numpy()
     rows = -(-array.shape[0] // multiple) * multiple
     if rows == array.shape[0]:
@@ -90,7 +91,7 @@ def fixed_gram(values: torch.Tensor) -> torch.Tensor:
     """``fixed_products(values, values)``, the same bits, from the tiles on and above the diagonal."""
     if values.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"fixed_gram needs float32 or float64 values, not {values.dtype}")
-    a = _padded(values, TILE_ROWS * TILE_COLUMNS // np.gcd(TILE_ROWS, TILE_COLUMNS))
+    a = _padded(values, math.lcm(TILE_ROWS, TILE_COLUMNS))
     out = np.empty((a.shape[0], a.shape[0]), a.dtype)
     _run(a, a, out, upper=True)
     n = values.shape[0]
