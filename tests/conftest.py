@@ -55,6 +55,39 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subproce
                           text=True, env=full_env, timeout=timeout)
 
 
+# Runs the CLI's ``main`` once per argument list read from standard input (JSON), in this one interpreter, and
+# prints each run's exit status and standard error (JSON); an exception that escapes ``main`` is printed there
+# as its traceback, as the command would print it.
+_MANY_RUNS = """
+import contextlib, io, json, sys, traceback
+from active_finetuning.cli.main import main
+results = []
+for argv in json.load(sys.stdin):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_cli_many(argvs: list[list[str]], timeout: int = 300) -> list[tuple[int, str]]:
+    """Each argument list through the CLI's ``main``, one after the other in one subprocess (torch and the
+    package load once for all of them): each run's exit status and standard error."""
+    import json
+
+    result = subprocess.run([sys.executable, "-c", _MANY_RUNS], input=json.dumps(argvs), capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return [(code, err) for code, err in json.loads(result.stdout.splitlines()[-1])]
+
+
 def with_threads(threads: int, function):
     """``function()`` with torch's thread count set to ``threads``, restored afterwards."""
     import torch

@@ -1,18 +1,23 @@
 
+import re
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from active_finetuning.data.artifacts import FeatureTable, metadata_of, write_features
-from tests.conftest import gaussian_mixture, run_cli
+from tests.conftest import gaussian_mixture, run_cli, run_cli_many
+
+
+def _mixture_file(path):
+    features, labels = gaussian_mixture(800, 16, 8, seed=1)
+    write_features(FeatureTable.from_array(features, labels=labels), str(path))
+    return path
 
 
 @pytest.fixture
 def features_file(tmp_path):
-    features, labels = gaussian_mixture(800, 16, 8, seed=1)
-    path = tmp_path / "features.parquet"
-    write_features(FeatureTable.from_array(features, labels=labels), str(path))
-    return path
+    return _mixture_file(tmp_path / "features.parquet")
 
 
 def test_select_writes_the_selection_contract_and_prints_a_summary(features_file, tmp_path):
@@ -35,7 +40,7 @@ def _bad_features(tmp_path, columns):
     return path
 
 
-@pytest.mark.parametrize("case, extra, message", [
+BAD_INPUTS = [
     ("nan", [], "NaN or infinite"),
     ("zero", [], "all-zero rows"),
     ("mixed", [], "mixes dimensions"),
@@ -52,8 +57,10 @@ def _bad_features(tmp_path, columns):
     ("ok", ["--temperature", "hot"], "'temperature' must be a finite number > 0, got 'hot'"),
     ("ok", ["--max-iter", "5"], "unknown parameter 'max_iter' for method 'activeft'"),
     ("ok", ["--loss-form", "other"], "'loss_form' must be one of"),
-])
-def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(tmp_path, features_file, case, extra, message):
+]
+
+
+def _bad_source(folder, case, features):
     rows = {
         "nan": {"sample_id": ["a", "b"], "feature": [[1.0, float("nan")], [1.0, 2.0]]},
         "zero": {"sample_id": ["a", "b"], "feature": [[0.0, 0.0], [1.0, 2.0]]},
@@ -63,21 +70,61 @@ def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(tmp_path, fe
         "dupids": {"sample_id": ["a", "a"], "feature": [[1.0, 2.0], [2.0, 1.0]]},
     }
     if case == "junk":
-        source = tmp_path / "junk.parquet"
+        source = folder / "junk.parquet"
         source.write_bytes(b"not a Parquet file")
-    elif case == "missing":
-        source = tmp_path / "nowhere.parquet"
-    else:
-        source = features_file if case == "ok" else _bad_features(tmp_path, rows[case])
-    out = tmp_path / "out" / "selection.parquet"
-    args = ["select", "--features", str(source), "--out", str(out), "--no-progress"]
+        return source
+    if case == "missing":
+        return folder / "nowhere.parquet"
+    return features if case == "ok" else _bad_features(folder, rows[case])
+
+
+def _bad_select(folder, case, extra, features):
+    """The ``select`` arguments of one bad input, and the output it must not write."""
+    out = folder / "out" / "selection.parquet"
+    args = ["select", "--features", str(_bad_source(folder, case, features)), "--out", str(out), "--no-progress"]
     if not any(a == "--budget" for a in extra):
         args += ["--budget", "1"]
-    result = run_cli(*args, *extra)
-    assert result.returncode != 0
-    assert __import__("re").search(message, result.stderr), result.stderr
-    assert "Traceback" not in result.stderr
-    assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+    return [*args, *extra], out
+
+
+def _nothing_written(out):
+    return not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every case of ``BAD_INPUTS`` through the CLI's ``main``, all in one subprocess (``run_cli_many``): per case,
+    the exit status, the standard error and the output that must not exist."""
+    root = tmp_path_factory.mktemp("bad-inputs")
+    features = _mixture_file(root / "features.parquet")
+    argvs, outs = [], []
+    for number, (case, extra, _) in enumerate(BAD_INPUTS):
+        folder = root / str(number)
+        folder.mkdir()
+        argv, out = _bad_select(folder, case, extra, features)
+        argvs.append(argv)
+        outs.append(out)
+    return [(code, err, out) for (code, err), out in zip(run_cli_many(argvs), outs)]
+
+
+@pytest.mark.parametrize("number", range(len(BAD_INPUTS)),
+                         ids=[f"{case}{'-' + '='.join(extra) if extra else ''}" for case, extra, _ in BAD_INPUTS])
+def test_bad_input_exits_non_zero_with_a_message_and_writes_nothing(bad_input_runs, number):
+    code, stderr, out = bad_input_runs[number]
+    assert code != 0
+    assert re.search(BAD_INPUTS[number][2], stderr), stderr
+    assert "Traceback" not in stderr
+    assert _nothing_written(out)
+
+
+@pytest.mark.parametrize("case, extra", [("nan", []), ("ok", ["--budget", "150%"])])
+def test_bad_input_through_the_command_itself(tmp_path, features_file, case, extra):
+    """The same, through the command's own process: its exit status is the process's."""
+    argv, out = _bad_select(tmp_path, case, extra, features_file)
+    result = run_cli(*argv)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+    assert _nothing_written(out)
 
 
 def test_select_reads_its_features_ahead_and_selects_as_the_library_does(features_file, tmp_path):

@@ -141,9 +141,11 @@ def test_cells_registering_the_same_features_at_once_all_record_them(mlflow_serv
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server)
-    for attempt in range(3):  # a fresh digest each time: a new race
-        digest_runs = []
-        with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as workers:
-            digest_runs = list(workers.map(partial(_record_features, mlflow_server), range(8 * attempt, 8 * attempt + 8)))
+    # One pool for the three attempts: its processes start (and import mlflow) once, then each attempt's eight
+    # cells start together.
+    with ProcessPoolExecutor(8, mp_context=multiprocessing.get_context("spawn")) as workers:
+        attempts = [list(workers.map(partial(_record_features, mlflow_server), range(8 * attempt, 8 * attempt + 8)))
+                    for attempt in range(3)]  # a fresh digest each time: a new race
+    for digest_runs in attempts:
         for run_id in digest_runs:
             assert [d.dataset.name for d in client.get_run(run_id).inputs.dataset_inputs] == ["features"]
