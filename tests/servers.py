@@ -50,10 +50,12 @@ def running_server(command: list[str], root: Path, health_url: str, what: str, t
         yield
     finally:
         # the server's own process group: it holds the workers the server spawned
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # already gone: its own error is the one to see
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
