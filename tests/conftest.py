@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,8 +68,11 @@ for argv in json.load(sys.stdin):
     with contextlib.redirect_stderr(err):
         try:
             code = main(argv)
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else 1
+        except SystemExit as exit:  # as the interpreter ends a process: None is 0, a message is printed and 1
+            code = 0 if exit.code is None else exit.code
+            if not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -80,8 +84,6 @@ print(json.dumps(results))
 def run_cli_many(argvs: list[list[str]], timeout: int = 300) -> list[tuple[int, str]]:
     """Each argument list through the CLI's ``main``, one after the other in one subprocess (torch and the
     package load once for all of them): each run's exit status and standard error."""
-    import json
-
     result = subprocess.run([sys.executable, "-c", _MANY_RUNS], input=json.dumps(argvs), capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr

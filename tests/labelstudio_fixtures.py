@@ -37,8 +37,9 @@ def migrated_data() -> Path | None:
 def running_label_studio(root):
     """``label-studio start`` with its data under ``root``: yields (URL, API key); stopped on exit."""
     root = Path(root)
-    if migrated_data() is not None and not (root / "data").exists():
-        shutil.copytree(migrated_data(), root / "data")  # the user and its key are made at start, as without it
+    template = migrated_data()
+    if template is not None and not (root / "data").exists():
+        shutil.copytree(template, root / "data")  # the user and its key are made at start, as without it
     port, key = free_port(), secrets.token_hex(20)
     env = {**os.environ, "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false"}
     if not env.get("CI"):  # Label Studio reads CI as a boolean and refuses an empty one (`make test` passes CI on)
