@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(BIN)/active-finetuning demo
 
 test: $(STAMP) $(LS_STAMP) $(LS_DATA)
-	CI=$${CI:-} $(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -m "not slow" -q
 
 test-all: $(STAMP) $(LS_STAMP) $(LS_DATA)
 	$(BIN)/python -m pytest -q
