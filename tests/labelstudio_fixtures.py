@@ -20,16 +20,18 @@ import pytest
 from tests.servers import free_port, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
+# Label Studio's own environment (``make label-studio``).
+LABEL_STUDIO_ENV = ROOT / ".venv-label-studio"
 
 
 def label_studio_program() -> str | None:
-    local = ROOT / ".venv-label-studio" / "bin" / "label-studio"
+    local = LABEL_STUDIO_ENV / "bin" / "label-studio"
     return str(local) if local.exists() else shutil.which("label-studio")
 
 
 def migrated_data() -> Path | None:
     """The data folder ``make label-studio`` migrated, if there is one."""
-    folder = ROOT / ".venv-label-studio" / "migrated-data"
+    folder = LABEL_STUDIO_ENV / "migrated-data"
     return folder if (folder / "label_studio.sqlite3").is_file() else None
 
 
