@@ -215,3 +215,12 @@ def test_non_finite_parameters_are_refused(name, value):
     features, _ = gaussian_mixture(300, 8, 3, seed=1)
     with pytest.raises(InputError, match=name):
         select(features, 10, "activeft", seed=0, iterations=5, **{name: value})
+
+
+def test_snapping_from_the_bounds_gives_the_selection_of_the_pass_over_the_pool():
+    # Every assignment path follows the same trajectory bit for bit; only the snap differs between these two.
+    features, _ = gaussian_mixture(6000, 32, 20, seed=14)
+    bounded = select(features, 30, "activeft", seed=5, iterations=300)
+    full = select(features, 30, "activeft", seed=5, iterations=300, assignment="full", screen="none")
+    assert (bounded.metadata["info"]["snap"], full.metadata["info"]["snap"]) == ("bounds", "pool")
+    assert bounded.indices.tolist() == full.indices.tolist()

@@ -5,7 +5,11 @@ import math
 import pytest
 import torch
 
+import numpy as np
+
+from active_finetuning.selection import bounds
 from active_finetuning.selection.bounds import DEPTH, BoundedAssignment, FullAssignment
+from active_finetuning.selection.exact import dot_error
 from active_finetuning.selection.screen import GemmScorer, ScreenScorer
 from tests.conftest import gaussian_mixture
 from tests.selection.test_screen import exact_nearest, unit
@@ -181,3 +185,50 @@ def test_every_carried_bound_holds_after_every_step(dtype):
         assert bool((coded >= others).all()), step
         assert bool((codes < 255).sum(dim=1).eq(60 - 8).all())  # a byte for every center not listed
     assert bounded.counts["tightened"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k", [1, 16])
+@pytest.mark.parametrize("depth", [8, 2])
+def test_reaching_lists_every_row_whose_similarity_reaches_its_centers_level(dtype, k, depth):
+    # The snap trusts that a row not listed for a center is below its level: checked against float64 similarities
+    # (with 2 centers listed, most of a row's bounds are its aged bytes).
+    points = unit(gaussian_mixture(3000, 32, 15, seed=18)[0]).to(dtype)
+    bounded = BoundedAssignment(GemmScorer(points), depth)
+    generator = torch.Generator().manual_seed(19)
+    centers = points[torch.randperm(3000, generator=generator)[:40]].clone()
+    fixed = points[:3]  # labeled: part of the assignment, never snapped
+    for _ in range(30):
+        centers = unit(centers + 0.004 * torch.randn(centers.shape, generator=generator)).to(dtype)
+        bounded(torch.cat([centers, fixed]))
+    final = unit(centers + 0.004 * torch.randn(centers.shape, generator=generator)).to(dtype)
+    found = bounded.reaching(torch.cat([final, fixed]), 40, k)
+    assert found is not None
+    level, starts, rows, values = found
+    truth = points.double() @ final.double().T
+    assigned = bounded.index.numpy()
+    for j in range(40):
+        listed = rows[starts[j] : starts[j + 1]]
+        assert (np.diff(listed) > 0).all()  # row order
+        reached = set(np.flatnonzero(truth[:, j].numpy() >= level[j]).tolist())
+        assert reached <= set(listed.tolist()), j
+        if (assigned == j).any():  # the level: at least min(k, rows of j) rows at or above it
+            assert len(reached) >= min(k, int((assigned == j).sum())), j
+        else:
+            assert level[j] == math.inf and len(listed) == 0
+        error = float(dot_error(points.shape[1], dtype)) * 1.01
+        assert np.allclose(values[starts[j] : starts[j + 1]], truth[listed, j].numpy(), rtol=0, atol=error)
+    assert len(rows) < 0.2 * 3000 * 40  # the bounds prune
+
+
+def test_reaching_declines_without_a_fit_without_bytes_or_when_too_many_rows_reach(monkeypatch):
+    points = unit(gaussian_mixture(500, 8, 4, seed=20)[0])
+    bounded = BoundedAssignment(GemmScorer(points))
+    assert bounded.reaching(points[:10], 10, 4) is None  # no call yet: nothing is known
+    bounded(points[:10])
+    assert bounded.reaching(points[:10], 10, 4) is not None
+    monkeypatch.setattr(bounds, "REACHING_SHARE", 0.001)
+    assert bounded.reaching(points[:10], 10, 4) is None  # more pairs reach than the share allows
+    uncoded = BoundedAssignment(GemmScorer(points), coded=False)
+    uncoded(points[:10])
+    assert uncoded.reaching(points[:10], 10, 4) is None  # the one bound on the rest cannot tell centers apart

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+from active_finetuning.selection.bounds import BoundedAssignment
+from active_finetuning.selection.screen import GemmScorer
 from active_finetuning.selection.similarity import (
     snap_to_unique_samples,
 )
@@ -54,3 +56,25 @@ def test_snapping_settles_float32_near_ties_exactly(threads):
     finally:
         torch.set_num_threads(previous)
     assert picks.tolist() == full_sort_snap(centers, pool)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("topk", [1, 2, 64])
+def test_snapping_from_the_bounds_equals_full_sort(topk, dtype):
+    # The rows the bounds list for each center replace the pass over the pool; pairs of centers compete for
+    # samples and the best rows of some are excluded, so that listed rows below a center's level are all that
+    # is left free for it and its whole row must be computed.
+    pool = unit(gaussian_mixture(6000, 24, 10, seed=12)[0]).to(dtype)
+    generator = torch.Generator().manual_seed(13)
+    start = pool[torch.randperm(6000, generator=generator)[:20]]
+    centers = torch.cat([start, start + 1e-3])
+    bounded = BoundedAssignment(GemmScorer(pool), 8)
+    for _ in range(15):
+        centers = unit(centers + 0.003 * torch.randn(centers.shape, generator=generator)).to(dtype)
+        bounded(centers)
+    centers = unit(centers + 0.003 * torch.randn(centers.shape, generator=generator)).to(dtype)
+    excluded = (centers[:10].double() @ pool.double().T).argmax(dim=1).unique().numpy()
+    reaching = bounded.reaching(centers, len(centers), topk)
+    assert reaching is not None
+    picks = snap_to_unique_samples(centers, pool, topk=topk, excluded=excluded, reaching=reaching)
+    assert picks.tolist() == full_sort_snap(centers, pool, excluded)

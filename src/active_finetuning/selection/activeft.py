@@ -32,7 +32,7 @@ import torch
 
 from ..errors import InputError
 from ..progress import progress_bar
-from .bounds import make_assignment, own_similarity
+from .bounds import BoundedAssignment, make_assignment, own_similarity
 from .clustering import d2_draw
 from .exact import reusable_operand, sliced_products, sparse_rows
 from .optim import Adam, cosine_learning_rates
@@ -91,9 +91,15 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     theta = features[init].clone()
     result = fit_centroids(features, theta, params, seed=seed, progress=progress, fixed=features[fixed])
     centroids = torch.nn.functional.normalize(result.theta, dim=1)
-    picks = snap_to_unique_samples(centroids, features, topk=params.snap_topk, excluded=pool.labeled)
+    # The assignment's bounds, brought to these centroids, tell which rows can be near each (docs/selection.md,
+    # "Snapping to samples"); without them, one pass over the pool.
+    reaching = None
+    if isinstance(result.search, BoundedAssignment):
+        reaching = result.search.reaching(torch.cat([centroids, features[fixed]]), len(centroids), params.snap_topk)
+    picks = snap_to_unique_samples(centroids, features, topk=params.snap_topk, excluded=pool.labeled,
+                                   reaching=reaching)
     info = {"final_loss": result.final_loss, "initial_rows": init[:16] if n > 0 else [],
-            "assignment": result.assignment}
+            "assignment": result.assignment, "snap": "pool" if reaching is None else "bounds"}
     return Picks(indices=picks, role="pick", info=info)
 
 
@@ -122,6 +128,7 @@ class FitResult:
     theta: torch.Tensor
     final_loss: float
     assignment: dict
+    search: object = None  # the assignment path, with its state after the last iteration
 
 
 def fit_centroids(
@@ -181,7 +188,7 @@ def fit_centroids(
     summary = {"mode": assign.mode, "scorer": assign.scorer.name,
                "rows_scored": assign.counts["scored"] / visited,
                "rows_tightened": assign.counts["tightened"] / visited}
-    return FitResult(theta, loss_value, summary)
+    return FitResult(theta, loss_value, summary, assign)
 
 
 def _assignment(features: torch.Tensor, centers: int, params: ActiveFTParams, batch: int | None):

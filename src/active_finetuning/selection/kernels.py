@@ -286,6 +286,76 @@ def _check_rows(points, centers, rows, index, start, stop, check, scored_at, can
     return tightened
 
 
+@_compiled
+def _reaching_rows(points, targets, level, index, own, error, candidates, upper, moved, codes, rest, scale, history,
+                   scored_at, since_scored, starts, rows, values, chosen, found):
+    """For every center ``j < len(level)`` (``targets[j]``), the rows whose upper bound on their similarity to it
+    reaches ``level[j]``: their own similarity plus ``error`` where ``j`` is their center, else their listed bound
+    or their aged byte (``bounds.BoundedAssignment``); every other row's similarity is below the level. Counted
+    into ``starts[j + 1]`` where ``rows`` is empty; else each row with its computed similarity (``_dots``, the row
+    read once for all its centers) written into ``rows`` and ``values`` from ``starts[j]``, which advances: each
+    center's rows in row order. ``chosen`` and ``found``: room for every center."""
+    fill = rows.shape[0] > 0
+    centers = level.shape[0]
+    shift = _part_shift(centers)
+    for r in range(index.shape[0]):
+        then = history[scored_at[r]]
+        count = 0
+        own_center = index[r]
+        if own_center < centers and np.float64(own[r]) + error >= level[own_center]:
+            chosen[count] = own_center
+            count += 1
+        for col in range(candidates.shape[1]):
+            j = candidates[r, col]
+            if j < centers and j != own_center and upper[r, col] + moved[j] >= level[j]:
+                chosen[count] = j
+                count += 1
+        if not fill:  # counted in one vectorised pass over the bytes
+            for j in range(centers):
+                starts[j + 1] += _aged(codes[r, j], rest[r], scale[r], min(moved[j] - then[j], since_scored[r])) >= level[j]
+            for q in range(count):
+                starts[chosen[q] + 1] += 1
+            continue
+        parts = 0
+        for j in range(centers):
+            reached = _aged(codes[r, j], rest[r], scale[r], min(moved[j] - then[j], since_scored[r])) >= level[j]
+            parts |= np.int64(reached) << (j >> shift)
+        for part in range(64):
+            if not (parts >> part) & 1:
+                continue
+            for j in range(part << shift, min(centers, (part + 1) << shift)):
+                if _aged(codes[r, j], rest[r], scale[r], min(moved[j] - then[j], since_scored[r])) >= level[j]:
+                    chosen[count] = j
+                    count += 1
+        _dots(points[r], targets, chosen, count, found)
+        for q in range(count):
+            j = chosen[q]
+            rows[starts[j]], values[starts[j]] = r, found[q]
+            starts[j] += 1
+
+
+def reaching_rows(targets: torch.Tensor, level: np.ndarray, state, most: int):
+    """``_reaching_rows`` for a ``bounds.BoundedAssignment`` with a byte per center, as CSR: ``(starts, rows,
+    values)``, center ``j``'s rows ``rows[starts[j]:starts[j + 1]]`` in row order, and their similarities to it;
+    ``None`` where there are more than ``most`` (counted before any is computed)."""
+    points = state.scorer.points.contiguous().numpy()
+    arrays = (state.index.numpy(), state.own_before.numpy(), state.error_now, state.candidates.numpy(),
+              state.upper.numpy(), state.moved.numpy(), state.codes, state.rest.numpy(), state.scale,
+              state.history.numpy(), state.scored_at.numpy(), state.drift_since_scored())
+    room = state.codes.shape[1] + state.candidates.shape[1]
+    chosen, found = np.empty(room, np.int64), np.empty(room, points.dtype)
+    target = targets.to(state.dtype).contiguous().numpy()
+    starts = np.zeros(len(level) + 1, np.int64)
+    _reaching_rows(points, target, level, *arrays, starts, np.zeros(0, np.int64), np.zeros(0, points.dtype), chosen,
+                   found)
+    np.cumsum(starts, out=starts)
+    if starts[-1] > most:
+        return None
+    rows, values = np.empty(starts[-1], np.int64), np.empty(starts[-1], points.dtype)
+    _reaching_rows(points, target, level, *arrays, starts[:-1].copy(), rows, values, chosen, found)
+    return starts, rows, values
+
+
 @_compiled(error_model="numpy")  # IEEE division: a τ that rounds to 0 in float32 gives ±inf, not an exception
 def _weight(own, shift, tau):
     """``σ(shift − own/τ)``, ActiveFT's weight of a row in its center's pull (docs/selection.md, "The pull"):

@@ -57,6 +57,7 @@ def snap_to_unique_samples(
     pool: torch.Tensor,
     topk: int = 64,
     excluded: np.ndarray | None = None,
+    reaching: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Map each center, in order, to its most similar pool row not already taken (the authors'
     greedy snapping: a full descending sort per center, ties to the lowest row).
@@ -67,20 +68,30 @@ def snap_to_unique_samples(
     pass over the pool; its full row is computed again only when they cannot decide (all taken, or
     the window of near-ties reaching the last listed: center j can be blocked by at most j earlier
     picks). ``excluded`` rows are never taken.
+
+    ``reaching`` (``bounds.BoundedAssignment.reaching``: per center a level and the rows whose similarity may
+    reach it, every other row's being below it) replaces the pass over the pool: each center's rows are
+    computed alone, and they decide where the best free one is, within its rounding bound, at or above the level.
+    The picks are the same (docs/selection.md, "Snapping to samples").
     """
     n = pool.shape[0]
     taken = np.zeros(n, dtype=bool)
     if excluded is not None and len(excluded):
         taken[excluded] = True
-    values, candidates = _top_candidates(centers, pool, min(topk, n))
     pool_max = float(row_norms(pool).max()) if n else 0.0
     center_norms = torch.linalg.vector_norm(centers.double(), dim=1).numpy()
     unit = dot_error(pool.shape[1], pool.dtype) * pool_max * (1 + MARGIN)
+    if reaching is None:
+        values, candidates = _top_candidates(centers, pool, min(topk, n))
+        floors = values[:, -1] if n else np.zeros(centers.shape[0])
+        floors = np.where([len(row) == n for row in candidates], -np.inf, floors)
+    else:
+        floors, candidates, values = _reaching_candidates(reaching, unit * center_norms)
     picks = np.empty(centers.shape[0], dtype=np.int64)
     for j, (value, row) in enumerate(zip(values, candidates)):
         window = 2 * unit * center_norms[j]  # two computed similarities may differ by this much
         free = np.flatnonzero(~taken[row])
-        if not (len(free) and (value[free[0]] - window > value[-1] or len(row) == n)):
+        if not (len(free) and value[free[0]] - window > floors[j]):
             row = np.arange(n)[~taken]  # the candidates cannot decide: the whole row
             value = _similarity_row(centers, j, pool).numpy()[row]
             free = np.argsort(-value, kind="stable")
@@ -89,6 +100,21 @@ def snap_to_unique_samples(
         taken[choice] = True
         picks[j] = choice
     return picks
+
+
+def _reaching_candidates(reaching, errors: np.ndarray):
+    """Per center, the rows ``reaching`` lists with their computed similarities, by descending similarity then
+    row; and a floor that every row not listed stays below, in the units of ``snap_to_unique_samples``'s check
+    (``value − window > floor``, window twice ``errors``): the level, minus one rounding bound, so that the best
+    free row listed passes only where its true similarity is at or above the level."""
+    level, starts, rows, values = reaching
+    listed, computed = [], []
+    for j in range(len(level)):
+        row, value = rows[starts[j] : starts[j + 1]], values[starts[j] : starts[j + 1]]
+        order = np.lexsort((row, -value))
+        listed.append(row[order])
+        computed.append(value[order])
+    return level - errors, listed, computed
 
 
 def _snap_blocks(centers: int, pool: int):
