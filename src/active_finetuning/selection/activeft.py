@@ -96,6 +96,7 @@ def select_activeft(pool, budget: int, params: ActiveFTParams, *, seed: int, pro
     reaching = None
     if isinstance(result.search, BoundedAssignment):
         reaching = result.search.reaching(torch.cat([centroids, features[fixed]]), len(centroids), params.snap_topk)
+    result.search = None  # the assignment's state (~100 MB for 50,000 × 500) is not needed past this point
     picks = snap_to_unique_samples(centroids, features, topk=params.snap_topk, excluded=pool.labeled,
                                    reaching=reaching)
     info = {"final_loss": result.final_loss, "initial_rows": init[:16] if n > 0 else [],
